@@ -1,0 +1,622 @@
+"""PPAD: a Poisson-process auto-decoder for event lists.
+
+A neural field ρ(τ, b | z) gives the rate of events in energy band b at normalised time
+τ = (t - tstart)/span (span = last GTI stop - first GTI start) for a source with latent
+vector z.  The physical rate (counts/s per band) is
+
+    r(t, b) = (N / E) · ρ(τ, b | z),
+
+where N is the number of events in the bands and E the good time (s): N/E is the MLE of
+a constant rate, so z describes *shape* (light curve and spectrum, not brightness).
+
+Network: Fourier features of τ (sin, cos at ``n_freq`` frequencies, geometric from 0.5 to
+``max_freq`` cycles per span) → linear → ``n_blocks`` residual SiLU blocks, each with an
+additive projection of z → linear → softplus per band.
+
+Loss per source (divided by N, so every source weighs the same per event):
+
+    -Σ_i log r(t_i, b_i) + Σ_b ∫_GTI r(t, b) dt + λ_TV Σ_i Σ_b |ρ_b(τ_i) - ρ_b(τ_{i-1})|
+    + |z|² / (2 σ_z²)
+
+The integral is a composite Gauss-Legendre rule inside each GTI (sub-intervals never cross
+a gap, so gaps are exact); the TV term runs over consecutive (time-sorted) events.
+Training samples up to ``max_events`` events per source per step (unbiased for the first
+term; for the TV term the subsample's path variation approximates the full one).
+Training optimises the network and every latent jointly (auto-decoder); encoding freezes
+the network and optimises only z (Adam, batched over sources), starting from an amortised
+guess (a small MLP on binned counts, trained to predict the auto-decoder latents) when the
+model has one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import FileFormatError, ResponseMismatchError, SimxrayError
+from .eventfile import EventList
+
+DEFAULT_BANDS = (0.5, 0.7, 0.9, 1.2, 1.6, 2.0, 2.8, 4.0, 5.5, 7.0)
+"""Default PPAD energy bands (keV); contain the CSC s/m/h edges 0.5, 1.2, 2.0, 7.0."""
+
+FORMAT = "simxray-ppad-1"
+
+
+@dataclass
+class PPADConfig:
+    """Architecture and loss settings (saved in config.json)."""
+
+    band_edges: tuple[float, ...] = DEFAULT_BANDS
+    latent_dim: int = 24
+    hidden: int = 64
+    n_blocks: int = 3
+    n_freq: int = 12
+    max_freq: float = 48.0
+    lambda_tv: float = 0.5
+    sigma_z: float = 1.0
+    quad_sub: int = 48
+    quad_order: int = 4
+    max_events: int = 512
+    init_bins: int = 32
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.band_edges) - 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PPADConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "band_edges" in known:
+            known["band_edges"] = tuple(float(x) for x in known["band_edges"])
+        return cls(**known)
+
+
+# --------------------------------------------------------------------------- network
+
+
+class _Block(nn.Module):
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.l1 = nn.Linear(hidden, hidden)
+        self.l2 = nn.Linear(hidden, hidden)
+
+    def forward(self, h: torch.Tensor, zh: torch.Tensor) -> torch.Tensor:
+        return h + self.l2(F.silu(self.l1(F.silu(h)) + zh))
+
+
+class PPADField(nn.Module):
+    """ρ(τ, b | z): (B, P) normalised times and (B, d) latents → (B, P, n_bands) rates ≥ 0."""
+
+    def __init__(self, cfg: PPADConfig):
+        super().__init__()
+        self.cfg = cfg
+        freqs = torch.tensor(np.geomspace(0.5, cfg.max_freq, cfg.n_freq), dtype=torch.float32)
+        self.register_buffer("freqs", 2 * math.pi * freqs, persistent=False)
+        self.inp = nn.Linear(2 * cfg.n_freq, cfg.hidden)
+        self.zproj = nn.Linear(cfg.latent_dim, cfg.hidden * (cfg.n_blocks + 1))
+        self.blocks = nn.ModuleList([_Block(cfg.hidden) for _ in range(cfg.n_blocks)])
+        self.out = nn.Linear(cfg.hidden, cfg.n_bands)
+        with torch.no_grad():
+            self.out.weight.mul_(0.1)
+            self.out.bias.fill_(math.log(math.expm1(1.0 / cfg.n_bands)))
+
+    def time_features(self, tau: torch.Tensor) -> torch.Tensor:
+        """First-layer activations from τ alone (B, P, hidden); reusable while τ is fixed."""
+        arg = tau[..., None] * self.freqs
+        return self.inp(torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1))
+
+    def decode(self, ht: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Rates from :meth:`time_features` output and latents (B, d)."""
+        zh = self.zproj(z).view(z.shape[0], self.cfg.n_blocks + 1, 1, self.cfg.hidden)
+        h = ht + zh[:, 0]
+        for k, blk in enumerate(self.blocks):
+            h = blk(h, zh[:, k + 1])
+        return F.softplus(self.out(F.silu(h)))
+
+    def forward(self, tau: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.time_features(tau), z)
+
+
+# --------------------------------------------------------------------------- data
+
+
+_GL_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _gauss_legendre(order: int) -> tuple[np.ndarray, np.ndarray]:
+    if order not in _GL_CACHE:
+        _GL_CACHE[order] = np.polynomial.legendre.leggauss(order)
+    return _GL_CACHE[order]
+
+
+def gti_quadrature(gti_tau: np.ndarray, n_sub: int, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Composite Gauss-Legendre nodes/weights over GTIs given in normalised time.
+
+    Each GTI gets ≥ 1 of ``max(n_sub, K)`` equal sub-intervals (by the largest-remainder rule
+    on its length), each with ``order`` nodes, so no sub-interval crosses a gap.  Weights
+    sum to 1 (they average over the good time).  Returns (Q,), (Q,) with Q = order·max(n_sub, K).
+    """
+    lengths = gti_tau[:, 1] - gti_tau[:, 0]
+    total = lengths.sum()
+    k = len(lengths)
+    m_tot = max(n_sub, k)
+    share = lengths / total * (m_tot - k)
+    m = 1 + np.floor(share).astype(int)
+    rest = m_tot - m.sum()
+    if rest > 0:
+        m[np.argsort(-(share - np.floor(share)), kind="stable")[:rest]] += 1
+    x, w = _gauss_legendre(order)
+    nodes, weights = [], []
+    for (a, b), mj in zip(gti_tau, m, strict=True):
+        edges = np.linspace(a, b, mj + 1)
+        half = 0.5 * np.diff(edges)[:, None]
+        mid = 0.5 * (edges[1:] + edges[:-1])[:, None]
+        nodes.append((mid + half * x).ravel())
+        weights.append((half * w).ravel())
+    return np.concatenate(nodes), np.concatenate(weights) / total
+
+
+@dataclass
+class Prepared:
+    """One event list reduced to what PPAD needs (normalised times, band indices, quadrature)."""
+
+    tau: np.ndarray          # (n,) float32, sorted, in [0, 1]
+    band: np.ndarray         # (n,) int64
+    qt: np.ndarray           # (Q,) float32 quadrature nodes
+    qw: np.ndarray           # (Q,) float32 weights, sum 1
+    n_events: int            # events in the bands and GTIs
+    exposure: float          # s
+    tstart: float            # s
+    span: float              # s
+    gti_tau: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 2)))
+
+    @property
+    def scale(self) -> float:
+        """N / E: the mean rate (counts/s) that multiplies ρ."""
+        return self.n_events / self.exposure
+
+
+def prepare(events: EventList, cfg: PPADConfig, *, allow_empty: bool = False) -> Prepared:
+    """Normalise times, assign bands, build the GTI quadrature; events outside the bands are ignored."""
+    where = events.name or None
+    if len(events.gti) == 0:
+        raise FileFormatError("no good time intervals", path=where, field="GTI")
+    edges = np.asarray(cfg.band_edges)
+    keep = (events.energy >= edges[0]) & (events.energy < edges[-1])
+    t = events.time[keep]
+    if t.size and np.any(np.diff(t) < 0):
+        raise FileFormatError("event times are not sorted (use EventList.clean())", path=where, field="TIME")
+    n = int(t.size)
+    if n == 0 and not allow_empty:
+        raise FileFormatError(f"no events in {edges[0]:g}-{edges[-1]:g} keV inside the GTIs; PPAD needs "
+                              "at least one event", path=where, field="EVENTS")
+    t0, span = events.tstart, events.span
+    if not span > 0:
+        raise FileFormatError("GTIs have zero total length", path=where, field="GTI")
+    gti_tau = (events.gti - t0) / span
+    qt, qw = gti_quadrature(gti_tau, cfg.quad_sub, cfg.quad_order)
+    band = np.searchsorted(edges, events.energy[keep], side="right") - 1
+    return Prepared(((t - t0) / span).astype(np.float32), band.astype(np.int64), qt.astype(np.float32),
+                    qw.astype(np.float32), n, events.exposure, t0, span, gti_tau)
+
+
+@dataclass
+class Batch:
+    tau: torch.Tensor      # (B, n)
+    band: torch.Tensor     # (B, n)
+    mask: torch.Tensor     # (B, n)
+    n_used: torch.Tensor   # (B,)
+    n_events: torch.Tensor  # (B,)
+    qt: torch.Tensor       # (B, Q)
+    qw: torch.Tensor       # (B, Q)
+
+    def to(self, device) -> Batch:
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def collate(items: Sequence[Prepared], max_events: int | None, rng: np.random.Generator | None = None,
+            device: str | torch.device = "cpu") -> Batch:
+    """Pad a list of prepared sources into tensors, subsampling to ``max_events`` events each."""
+    sel = []
+    for p in items:
+        if max_events is not None and p.n_events > max_events:
+            r = rng if rng is not None else np.random.default_rng(0)
+            idx = np.sort(r.choice(p.n_events, max_events, replace=False))
+            sel.append(idx)
+        else:
+            sel.append(None)
+    n = max(1, max(len(s) if s is not None else p.n_events for s, p in zip(sel, items, strict=True)))
+    q = max(p.qt.size for p in items)
+    B = len(items)
+    tau = np.zeros((B, n), np.float32)
+    band = np.zeros((B, n), np.int64)
+    mask = np.zeros((B, n), np.float32)
+    qt = np.zeros((B, q), np.float32)
+    qw = np.zeros((B, q), np.float32)
+    for i, (p, s) in enumerate(zip(items, sel, strict=True)):
+        tt, bb = (p.tau, p.band) if s is None else (p.tau[s], p.band[s])
+        tau[i, :tt.size], band[i, :tt.size], mask[i, :tt.size] = tt, bb, 1.0
+        qt[i, :p.qt.size], qw[i, :p.qt.size] = p.qt, p.qw
+    n_used = mask.sum(1)
+    n_ev = np.array([p.n_events for p in items], np.float32)
+    dev = torch.device(device)
+    return Batch(*(torch.from_numpy(a).to(dev) for a in (tau, band, mask, n_used, n_ev, qt, qw)))
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def source_loss(field_: PPADField, z: torch.Tensor, batch: Batch, cfg: PPADConfig,
+                ht: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-source PPAD loss divided by N (B,); see the module docstring.
+
+    ``ht``: cached :meth:`PPADField.time_features` of ``cat([tau, qt])`` (frozen network).
+    """
+    n = batch.tau.shape[1]
+    if ht is None:
+        ht = field_.time_features(torch.cat([batch.tau, batch.qt], dim=1))
+    rho = field_.decode(ht, z)
+    rho_ev, rho_q = rho[:, :n], rho[:, n:]
+    r_i = torch.gather(rho_ev, 2, batch.band[..., None]).squeeze(-1)
+    nll = -(torch.log(r_i + 1e-12) * batch.mask).sum(1) / batch.n_used.clamp_min(1)
+    integ = (rho_q.sum(-1) * batch.qw).sum(1)
+    pair = batch.mask[:, 1:] * batch.mask[:, :-1]
+    tv = ((rho_ev[:, 1:] - rho_ev[:, :-1]).abs().sum(-1) * pair).sum(1)
+    nn_ = batch.n_events.clamp_min(1)
+    return nll + integ + cfg.lambda_tv * tv / nn_ + (z ** 2).sum(1) / (2 * cfg.sigma_z ** 2) / nn_
+
+
+# --------------------------------------------------------------------------- amortised initialiser
+
+
+def binned_summary(items: Sequence[Prepared], cfg: PPADConfig) -> np.ndarray:
+    """Fixed-size summary of each source for the amortised initialiser (not a feature set):
+    per band group (soft <1.2, medium 1.2-2, hard ≥2 keV, all) the relative count rate in
+    ``init_bins`` time bins (counts / expected-if-constant, square-rooted), plus the band
+    fractions (sqrt) of all events.  Shape (S, 4·init_bins + n_bands)."""
+    nbins, edges = cfg.init_bins, np.asarray(cfg.band_edges)
+    groups = np.searchsorted(np.array([1.2, 2.0]), 0.5 * (edges[:-1] + edges[1:]), side="right")
+    t_edges = np.linspace(0, 1, nbins + 1)
+    out = np.zeros((len(items), 4 * nbins + cfg.n_bands), np.float32)
+    for i, p in enumerate(items):
+        # good-time fraction of each time bin
+        lo = np.clip(p.gti_tau[:, None, 0], t_edges[None, :-1], t_edges[None, 1:])
+        hi = np.clip(p.gti_tau[:, None, 1], t_edges[None, :-1], t_edges[None, 1:])
+        frac = (hi - lo).sum(0)
+        good = frac > 1e-3 / nbins
+        tb = np.clip((p.tau * nbins).astype(int), 0, nbins - 1)
+        bc = np.bincount(p.band, minlength=cfg.n_bands).astype(np.float64)
+        gtot = frac.sum()
+        for g in range(4):
+            sel = np.ones_like(p.band, bool) if g == 3 else (groups[p.band] == g)
+            c = np.bincount(tb[sel], minlength=nbins).astype(np.float64)
+            expct = max(sel.sum(), 1) * frac / gtot
+            rel = np.where(good, c / np.maximum(expct, 1e-9), 1.0)
+            out[i, g * nbins:(g + 1) * nbins] = np.sqrt(rel)
+        out[i, 4 * nbins:] = np.sqrt(bc / max(p.n_events, 1))
+    return out
+
+
+class LatentInit(nn.Module):
+    """Amortised initial guess z0 = MLP(binned summary)."""
+
+    def __init__(self, n_in: int, latent_dim: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, latent_dim))
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("std", torch.ones(n_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+# --------------------------------------------------------------------------- model container
+
+
+class PPAD:
+    """A trained PPAD: the field, its config and (optionally) the amortised initialiser and a
+    reference set of latents (for anomaly scores)."""
+
+    def __init__(self, cfg: PPADConfig, field_: PPADField | None = None, init: LatentInit | None = None,
+                 meta: dict | None = None, reference: dict[str, np.ndarray] | None = None,
+                 device: str | torch.device | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.field = (field_ or PPADField(cfg)).to(self.device)
+        self.init = init.to(self.device) if init is not None else None
+        self.meta = meta or {}
+        self.reference = reference or {}
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write ``weights.safetensors`` and ``config.json`` into ``out_dir`` (atomic per file)."""
+        from safetensors.torch import save_file
+
+        from ..provenance import atomic_path
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"field.{k}": v.detach().cpu().contiguous() for k, v in self.field.state_dict().items()}
+        if self.init is not None:
+            tensors.update({f"init.{k}": v.detach().cpu().contiguous() for k, v in self.init.state_dict().items()})
+        for k, v in self.reference.items():
+            tensors[f"reference.{k}"] = torch.as_tensor(np.asarray(v)).contiguous()
+        tmp = atomic_path(out / "weights.safetensors")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, out / "weights.safetensors")
+        meta = dict(self.meta)
+        meta.update(extra or {})
+        doc = {"format": FORMAT, "config": asdict(self.cfg), "init": self.init is not None,
+               "init_hidden": self.init.net[0].out_features if self.init is not None else None,
+               "reference": sorted(self.reference), **meta}
+        tmp = atomic_path(out / "config.json")
+        tmp.write_text(json.dumps(doc, indent=2, default=str))
+        os.replace(tmp, out / "config.json")
+        return out
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike | None = None, device: str | torch.device | None = None) -> PPAD:
+        """Load a saved model (default: the shipped one in ``simxray/data/ppad``)."""
+        from safetensors.torch import load_file
+
+        d = Path(model_dir) if model_dir is not None else default_model_dir()
+        cfg_path, w_path = d / "config.json", d / "weights.safetensors"
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileFormatError("missing (a PPAD model directory holds config.json and "
+                                      "weights.safetensors)", path=p)
+        try:
+            doc = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise FileFormatError(f"not valid JSON ({exc.msg})", path=cfg_path) from None
+        if doc.get("format") != FORMAT:
+            raise ResponseMismatchError(f"format is {doc.get('format')!r}, expected {FORMAT!r}", path=cfg_path,
+                                        field="format")
+        cfg = PPADConfig.from_dict(doc["config"])
+        tensors = load_file(str(w_path))
+        field_ = PPADField(cfg)
+        field_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("field.")})
+        init = None
+        if doc.get("init"):
+            init = LatentInit(4 * cfg.init_bins + cfg.n_bands, cfg.latent_dim, int(doc.get("init_hidden") or 128))
+            init.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("init.")})
+        ref = {k[10:]: v.numpy() for k, v in tensors.items() if k.startswith("reference.")}
+        meta = {k: v for k, v in doc.items() if k not in ("format", "config", "init", "init_hidden", "reference")}
+        model = cls(cfg, field_, init, meta, ref, device)
+        model.field.eval()
+        return model
+
+    # ---------------------------------------------------------------- inference
+    def prepare(self, events: Sequence[EventList]) -> list[Prepared]:
+        return [prepare(e, self.cfg) for e in events]
+
+    def initial_latents(self, items: Sequence[Prepared]) -> torch.Tensor:
+        """Amortised z0 (zeros when the model has no initialiser)."""
+        if self.init is None:
+            return torch.zeros(len(items), self.cfg.latent_dim, device=self.device)
+        x = torch.from_numpy(binned_summary(items, self.cfg)).to(self.device)
+        with torch.no_grad():
+            return self.init(x)
+
+    def encode(self, events: Sequence[EventList] | Sequence[Prepared], *, steps: int = 40, lr: float = 0.05,
+               batch_size: int = 256, max_events: int | None = None, seed: int = 0,
+               progress: bool = False, use_init: bool = True) -> EncodeResult:
+        """Latents for event lists: network frozen, z optimised by Adam (batched, cosine lr).
+
+        Deterministic for a given ``seed`` (the event subsample of sources above
+        ``max_events``, default the config's, is drawn from it).
+        """
+        from tqdm.auto import tqdm
+
+        items = [e if isinstance(e, Prepared) else prepare(e, self.cfg) for e in events]
+        max_events = self.cfg.max_events if max_events is None else max_events
+        self.field.eval()
+        for p in self.field.parameters():
+            p.requires_grad_(False)
+        z_all = np.zeros((len(items), self.cfg.latent_dim), np.float32)
+        loss_all = np.zeros(len(items), np.float32)
+        bar = tqdm(total=len(items), disable=not progress, unit="src", desc="encode")
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            rng = np.random.default_rng([seed, start])
+            batch = collate(chunk, max_events, rng, self.device)
+            z0 = self.initial_latents(chunk) if use_init else torch.zeros(len(chunk), self.cfg.latent_dim,
+                                                                           device=self.device)
+            z, loss = optimise_latents(self.field, batch, self.cfg, z0, steps=steps, lr=lr)
+            z_all[start:start + len(chunk)] = z.cpu().numpy()
+            loss_all[start:start + len(chunk)] = loss.cpu().numpy()
+            bar.update(len(chunk))
+        bar.close()
+        for p in self.field.parameters():
+            p.requires_grad_(True)
+        return EncodeResult(z_all, np.array([p.scale for p in items]), loss_all,
+                            np.array([p.tstart for p in items]), np.array([p.span for p in items]),
+                            np.array([p.n_events for p in items]))
+
+    def rates(self, z: np.ndarray | torch.Tensor, tau: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Normalised rates ρ (S, P, n_bands) at normalised times τ (P,) or (S, P)."""
+        z = torch.as_tensor(np.asarray(z, np.float32), device=self.device).reshape(-1, self.cfg.latent_dim)
+        tau = torch.as_tensor(np.asarray(tau, np.float32), device=self.device)
+        if tau.ndim == 1:
+            tau = tau.expand(z.shape[0], -1)
+        with torch.no_grad():
+            return self.field(tau, z).cpu().numpy()
+
+    def light_curve(self, enc: EncodeResult, index: int, times: np.ndarray) -> np.ndarray:
+        """Rate (counts/s) per band (n_t, n_bands) of source ``index`` at times t (s)."""
+        tau = (np.asarray(times, np.float64) - enc.tstart[index]) / enc.span[index]
+        return enc.scale[index] * self.rates(enc.z[index], tau)[0]
+
+    def binned_light_curve(self, enc: EncodeResult, index: int, t_edges: np.ndarray, order: int = 8
+                           ) -> np.ndarray:
+        """Mean rate (counts/s) per band in time bins ``t_edges`` (s), Gauss-Legendre per bin."""
+        x, w = _gauss_legendre(order)
+        lo, hi = np.asarray(t_edges[:-1]), np.asarray(t_edges[1:])
+        t = (0.5 * (lo + hi))[:, None] + (0.5 * (hi - lo))[:, None] * x
+        r = self.light_curve(enc, index, t.ravel()).reshape(len(lo), order, -1)
+        return 0.5 * np.einsum("nkb,k->nb", r, w)
+
+    def log_likelihood(self, enc: EncodeResult, events: Sequence[EventList], *, quad_sub: int = 256,
+                       batch_size: int = 64) -> np.ndarray:
+        """Exact log-likelihood per event of ``events[i]`` under the rate of latent ``enc.z[i]``
+        (with ``enc.scale[i]``, so a model fitted on one half of a thinned list can be scored on
+        the other half).  Rates in counts/s; quadrature with ``quad_sub`` sub-intervals."""
+        cfg = PPADConfig(**{**asdict(self.cfg), "quad_sub": quad_sub, "quad_order": 8})
+        out = np.zeros(len(events))
+        for start in range(0, len(events), batch_size):
+            chunk = [prepare(e, cfg, allow_empty=True) for e in events[start:start + batch_size]]
+            for k, p in enumerate(chunk):       # evaluate on the fitted source's time axis
+                i = start + k
+                p.tau = ((p.tau * p.span + p.tstart - enc.tstart[i]) / enc.span[i]).astype(np.float32)
+                p.qt = ((p.qt * p.span + p.tstart - enc.tstart[i]) / enc.span[i]).astype(np.float32)
+            b = collate(chunk, None, None, self.device)
+            z = torch.as_tensor(enc.z[start:start + len(chunk)], device=self.device)
+            n = b.tau.shape[1]
+            with torch.no_grad():
+                rho = self.field(torch.cat([b.tau, b.qt], 1), z)
+            r_i = torch.gather(rho[:, :n], 2, b.band[..., None]).squeeze(-1)
+            scale = torch.as_tensor(enc.scale[start:start + len(chunk)], device=self.device, dtype=torch.float32)
+            expo = torch.as_tensor([p.exposure for p in chunk], device=self.device, dtype=torch.float32)
+            sum_log = (torch.log(r_i.double() * scale[:, None] + 1e-300) * b.mask).sum(1)
+            integ = (rho[:, n:].sum(-1) * b.qw).sum(1) * scale * expo
+            out[start:start + len(chunk)] = ((sum_log - integ) / b.n_used.clamp_min(1)).cpu().numpy()
+        return out
+
+
+@dataclass
+class EncodeResult:
+    """Latents and the per-source normalisation: rate (counts/s) = scale · ρ(τ | z)."""
+
+    z: np.ndarray          # (S, d)
+    scale: np.ndarray      # (S,) N/E counts/s
+    loss: np.ndarray       # (S,) final loss per event (normalised units)
+    tstart: np.ndarray     # (S,) s
+    span: np.ndarray       # (S,) s
+    n_events: np.ndarray   # (S,)
+
+    def subset(self, idx) -> EncodeResult:
+        return EncodeResult(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+
+def default_model_dir() -> Path:
+    """The shipped pre-trained encoder (``simxray/data/ppad``)."""
+    return Path(__file__).resolve().parent.parent / "data" / "ppad"
+
+
+def optimise_latents(field_: PPADField, batch: Batch, cfg: PPADConfig, z0: torch.Tensor, *, steps: int,
+                     lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimise z only (network frozen) for a padded batch; returns (z, final loss per source)."""
+    with torch.no_grad():
+        ht = field_.time_features(torch.cat([batch.tau, batch.qt], dim=1))
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    for k in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1)))
+        opt.zero_grad(set_to_none=True)
+        loss = source_loss(field_, z, batch, cfg, ht)
+        loss.sum().backward()
+        opt.step()
+    with torch.no_grad():
+        loss = source_loss(field_, z, batch, cfg, ht)
+    return z.detach(), loss.detach()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_ppad(events: Sequence[EventList] | Sequence[Prepared], cfg: PPADConfig | None = None, *,
+               steps: int = 3000, batch_size: int = 64, lr: float = 2e-3, lr_z: float = 1e-2, seed: int = 0,
+               init_steps: int = 1500, device: str | torch.device | None = None, progress: bool = False,
+               callback: Callable[[int, float], None] | None = None) -> tuple[PPAD, np.ndarray, dict]:
+    """Train a PPAD auto-decoder on event lists; returns (model, training latents, history).
+
+    The network and one latent per source are optimised jointly (Adam for the network,
+    SparseAdam for the latent table, cosine learning-rate decay); then, if ``init_steps``,
+    the amortised initialiser is fitted to predict those latents from binned summaries.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or PPADConfig()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    items = [e if isinstance(e, Prepared) else prepare(e, cfg) for e in events]
+    if not items:
+        raise SimxrayError("no event lists to train on")
+    model = PPAD(cfg, device=device)
+    fld = model.field
+    S = len(items)
+    emb = nn.Embedding(S, cfg.latent_dim, sparse=True).to(model.device)
+    nn.init.normal_(emb.weight, 0.0, 0.01)
+    opt = torch.optim.Adam(fld.parameters(), lr=lr)
+    opt_z = torch.optim.SparseAdam(list(emb.parameters()), lr=lr_z)
+    hist = {"loss": []}
+    bar = tqdm(range(steps), disable=not progress, desc="train-ppad", unit="step")
+    ema = None
+    for step in bar:
+        frac = step / max(steps, 1)
+        warm = min(1.0, (step + 1) / 100)
+        for o, base in ((opt, lr), (opt_z, lr_z)):
+            for g in o.param_groups:
+                g["lr"] = base * warm * 0.5 * (1 + math.cos(math.pi * frac))
+        idx = rng.choice(S, min(batch_size, S), replace=False)
+        batch = collate([items[i] for i in idx], cfg.max_events, rng, model.device)
+        z = emb(torch.as_tensor(idx, device=model.device))
+        loss = source_loss(fld, z, batch, cfg).mean()
+        opt.zero_grad(set_to_none=True)
+        opt_z.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(fld.parameters(), 5.0)
+        opt.step()
+        opt_z.step()
+        lv = float(loss)
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        if step % 10 == 0:
+            hist["loss"].append((step, ema))
+            bar.set_postfix(loss=f"{ema:.4f}")
+        if callback is not None:
+            callback(step, lv)
+    bar.close()
+    z_train = emb.weight.detach().cpu().numpy().copy()
+    if init_steps:
+        model.init = fit_initialiser(items, z_train, cfg, steps=init_steps, seed=seed, device=model.device,
+                                     progress=progress)
+    hist["final_loss"] = ema
+    return model, z_train, hist
+
+
+def fit_initialiser(items: Sequence[Prepared], z: np.ndarray, cfg: PPADConfig, *, steps: int = 1500,
+                    batch_size: int = 256, lr: float = 2e-3, seed: int = 0, device=None,
+                    progress: bool = False) -> LatentInit:
+    """Fit the amortised initialiser (MSE to the auto-decoder latents)."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    dev = torch.device(device or "cpu")
+    x = torch.from_numpy(binned_summary(items, cfg)).to(dev)
+    y = torch.as_tensor(z, dtype=torch.float32, device=dev)
+    net = LatentInit(x.shape[1], cfg.latent_dim).to(dev)
+    net.mean.copy_(x.mean(0))
+    net.std.copy_(x.std(0).clamp_min(1e-3))
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-5)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    for step in tqdm(range(steps), disable=not progress, desc="initialiser", unit="step"):
+        for grp in opt.param_groups:
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        idx = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=g).to(dev)
+        loss = ((net(x[idx]) - y[idx]) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.eval()
+    return net

@@ -1,0 +1,628 @@
+"""Neural posterior estimation: a zuko neural spline flow q(θ | x) behind an embedding net.
+
+The flow lives in an unconstrained, standardised space: each parameter is mapped from its
+prior interval [low, high] to the real line by a logit (of log θ for log-uniform priors),
+then z-scored.  This is sbi's ``z_score_theta='transform_to_unconstrained'`` with a
+per-prior choice of scale, so posterior samples can never fall outside the prior bounds.
+
+:class:`NPEModel` holds the embedding and the flow; its ``flow`` is a plain
+:class:`zuko.flows.Flow`, so the same weights serve sbi (``as_sbi_estimator``, used by the
+validation tools) and the fast fitting path, which imports neither sbi nor its trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import zuko
+from torch import Tensor, nn
+from torch.distributions import Transform, constraints
+
+from .embedding import build_embedding
+
+_EPS = 1e-6
+
+
+class BoxToReal(Transform):
+    """Elementwise bijection from [low, high] (log-scaled where ``log``) to standardised R."""
+
+    domain = constraints.real
+    codomain = constraints.real
+    bijective = True
+    sign = +1
+
+    def __init__(self, low: Tensor, high: Tensor, log: Tensor, mean: Tensor, std: Tensor):
+        super().__init__(cache_size=0)
+        self.log = log.bool()
+        self.lo = torch.where(self.log, torch.log(low), low)
+        self.width = torch.where(self.log, torch.log(high), high) - self.lo
+        self.mean, self.std = mean, std
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def _scaled(self, x: Tensor) -> Tensor:
+        t = torch.where(self.log, torch.log(x.clamp_min(1e-300)), x)
+        return ((t - self.lo) / self.width).clamp(_EPS, 1.0 - _EPS)
+
+    def _call(self, x: Tensor) -> Tensor:
+        s = self._scaled(x)
+        return (torch.log(s) - torch.log1p(-s) - self.mean) / self.std
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        t = self.lo + self.width * torch.sigmoid(y * self.std + self.mean)
+        return torch.where(self.log, torch.exp(t), t)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        s = self._scaled(x)
+        ladj = -torch.log(s) - torch.log1p(-s) - torch.log(self.width) - torch.log(self.std)
+        return ladj - torch.where(self.log, torch.log(x.clamp_min(1e-300)), torch.zeros_like(x))
+
+
+class ThetaTransform(zuko.lazy.LazyTransform):
+    """The parameter pre-transform as a lazy zuko transform; bounds and scales are buffers."""
+
+    def __init__(self, low: Sequence[float], high: Sequence[float], log: Sequence[bool]):
+        super().__init__()
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+        self.register_buffer("log", torch.as_tensor(log, dtype=torch.float32))
+        self.register_buffer("mean", torch.zeros(len(low)))
+        self.register_buffer("std", torch.ones(len(low)))
+
+    def forward(self, c: Tensor | None = None) -> Transform:
+        return BoxToReal(self.low, self.high, self.log, self.mean, self.std)
+
+    @torch.no_grad()
+    def fit(self, theta: Tensor) -> None:
+        """Z-score the logit-space parameters with a batch of prior draws."""
+        self.mean.zero_()
+        self.std.fill_(1.0)
+        u = self.forward()(theta.float())
+        self.mean.copy_(u.mean(0))
+        self.std.copy_(u.std(0).clamp_min(1e-3))
+
+
+def prior_scales(prior) -> tuple[list[float], list[float], list[bool]]:
+    """(low, high, log-scaled?) for each varying parameter of a :class:`Prior`."""
+    lo, hi, log = [], [], []
+    for d in prior.varying:
+        lo.append(float(d.low))
+        hi.append(float(d.high))
+        log.append(d.dist == "loguniform")
+    return lo, hi, log
+
+
+def _broadcast_shapes(*shapes) -> torch.Size:
+    """Pure-Python ``torch.broadcast_shapes`` for integer shapes."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for s in shapes:
+        for i, d in enumerate(reversed(tuple(s))):
+            j = ndim - 1 - i
+            d = int(d)
+            if d != 1:
+                if out[j] not in (1, d):
+                    raise RuntimeError(f"shapes {shapes} cannot be broadcast together")
+                out[j] = d
+    return torch.Size(out)
+
+
+class _fast_broadcast_shapes:
+    """Context in which ``torch.broadcast_shapes`` (called by zuko's splines) is the pure-
+    Python equivalent: torch's version imports torch._refs and sympy on first use (~1 s),
+    which would dominate a command-line fit."""
+
+    def __enter__(self):
+        import sys
+
+        self._orig = None
+        if "torch._refs" not in sys.modules:
+            self._orig = torch.broadcast_shapes
+            torch.broadcast_shapes = _broadcast_shapes
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._orig is not None:
+            torch.broadcast_shapes = self._orig
+
+
+class NPEModel(nn.Module):
+    """Embedding + conditional neural spline flow over bounded parameters."""
+
+    def __init__(self, n_channels: int, low: Sequence[float], high: Sequence[float],
+                 log: Sequence[bool], embedding: dict, flow: dict):
+        super().__init__()
+        self.n_channels = int(n_channels)
+        self.theta_dim = len(low)
+        self.embedding = build_embedding(embedding, n_channels)
+        features = int(embedding.get("features", 32))
+        hidden = flow.get("hidden_features", [64, 64])
+        hidden = [int(hidden)] * 2 if isinstance(hidden, int) else [int(h) for h in hidden]
+        nsf = zuko.flows.NSF(features=self.theta_dim, context=features,
+                             transforms=int(flow.get("transforms", 5)), hidden_features=hidden,
+                             bins=int(flow.get("bins", 8)),
+                             **({"passes": int(flow["passes"])} if flow.get("passes") else {}))
+        self.flow = zuko.flows.Flow((ThetaTransform(low, high, log), *nsf.transform.transforms),
+                                    nsf.base)
+
+    @property
+    def theta_transform(self) -> ThetaTransform:
+        return self.flow.transform.transforms[0]
+
+    def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
+        """log q(θ | x) for matching batches θ (B, P), x (B, C)."""
+        return self.flow(self.embedding(x)).log_prob(theta)
+
+    def loss(self, theta: Tensor, x: Tensor) -> Tensor:
+        """Mean negative log posterior density."""
+        return -self.log_prob(theta, x).mean()
+
+    @torch.no_grad()
+    def sample(self, n: int, x: Tensor, batch: int = 20000) -> Tensor:
+        """n posterior draws for one spectrum x (C,) or each of several x (B, C) -> (n, [B,] P)."""
+        single = x.dim() == 1
+        with _fast_broadcast_shapes():
+            emb = self.embedding(x.reshape(-1, x.shape[-1]))
+            dist = self.flow(emb)
+            parts, done = [], 0
+            while done < n:
+                k = min(batch, n - done)
+                parts.append(dist.sample((k,)))
+                done += k
+        out = torch.cat(parts, 0)
+        return out[:, 0] if single else out
+
+    def as_sbi_estimator(self):
+        """This model as sbi's ``ZukoFlow`` density estimator (imports sbi)."""
+        from sbi.neural_nets.estimators.zuko_flow import ZukoFlow
+
+        return ZukoFlow(self.flow, self.embedding, input_shape=torch.Size([self.theta_dim]),
+                        condition_shape=torch.Size([self.n_channels]))
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``cuda`` when available (or requested), else CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------------------
+# datasets
+# ---------------------------------------------------------------------------------------
+
+REQUIRED_DATASETS = ("theta", "counts")
+
+
+class TrainingData:
+    """A simulated dataset (HDF5, layout in docs/ARCHITECTURE.md) read in row blocks.
+
+    Rows ``[0, n_done)`` are used; the last ``validation_fraction`` of them form the
+    validation split.  Splits smaller than ``cache_mb`` are read once and kept in memory,
+    larger ones are streamed block by block every epoch.
+    """
+
+    def __init__(self, path: str, validation_fraction: float = 0.1, block: int = 4096,
+                 cache_mb: float = 1024.0):
+        import json
+
+        import h5py
+
+        from ..errors import FileFormatError
+        from ..simulator.prior import Prior
+
+        self.path = str(path)
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except FileNotFoundError:
+            raise FileFormatError("file not found; expected an HDF5 dataset written by "
+                                  "'simxray simulate'", path=self.path) from None
+        except OSError as exc:
+            raise FileFormatError(f"not a readable HDF5 file ({exc.__class__.__name__}); expected "
+                                  "a dataset written by 'simxray simulate'", path=self.path) from None
+        h = self._h5
+        for key in REQUIRED_DATASETS:
+            if key not in h:
+                raise FileFormatError(f"missing dataset; expected {', '.join(REQUIRED_DATASETS)}"
+                                      " (and 'mu')", path=self.path, field=key)
+        theta, counts = h["theta"], h["counts"]
+        if theta.ndim != 2 or counts.ndim != 2 or theta.shape[0] != counts.shape[0]:
+            raise FileFormatError(f"expected theta (N, P) and counts (N, C) with equal N, got "
+                                  f"{theta.shape} and {counts.shape}", path=self.path, field="theta")
+        self.has_mu = "mu" in h and h["mu"].shape == counts.shape
+        # counts = Poisson(mu) + Poisson(background); fresh noise needs the expected background
+        self.bkg_expected = None
+        if "background" in h and not bool(h.attrs.get("mu_includes_background", False)):
+            exp = h["background"].attrs.get("expected")
+            if exp is None:
+                self.has_mu = False       # cannot redraw the background: use stored counts
+            else:
+                self.bkg_expected = torch.as_tensor(exp, dtype=torch.float32)
+        n_done = int(h.attrs.get("n_done", theta.shape[0]))
+        self.n = min(n_done, theta.shape[0])
+        if self.n < 20:
+            raise FileFormatError(f"only {self.n} finished simulations; expected at least 20",
+                                  path=self.path, field="n_done")
+        self.n_channels = int(counts.shape[1])
+        self.theta_dim = int(theta.shape[1])
+
+        def attr_json(name: str, default=None):
+            raw = h.attrs.get(name)
+            if raw is None:
+                return default
+            try:
+                return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            except (TypeError, ValueError):
+                raise FileFormatError("attribute is not valid JSON", path=self.path,
+                                      field=name) from None
+
+        prior_json = attr_json("prior")
+        if prior_json is None:
+            raise FileFormatError("missing attribute; expected the prior as JSON", path=self.path,
+                                  field="prior")
+        self.prior = Prior.from_dict(prior_json)
+        names = theta.attrs.get("names")
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None \
+            else self.prior.names
+        if names != self.prior.names or len(names) != self.theta_dim:
+            raise FileFormatError(f"theta columns {names} do not match the prior's varying "
+                                  f"parameters {self.prior.names}", path=self.path, field="theta")
+        self.names = names
+        self.config = attr_json("config", {})
+        self.response = attr_json("response", {})
+        self.provenance = attr_json("provenance", {})
+        model = h.attrs.get("model", "")
+        self.model = model.decode() if isinstance(model, bytes) else str(model)
+        ch = h.attrs.get("channels")
+        self.channels = [int(ch[0]), int(ch[1])] if ch is not None else [1, self.n_channels]
+        seed = h.attrs.get("seed")
+        self.seed = int(seed) if seed is not None else None
+        n_val = max(1, int(round(validation_fraction * self.n)))
+        if self.n - n_val < 10:
+            raise FileFormatError(f"{self.n} simulations leave too few for training after a "
+                                  f"{validation_fraction:g} validation split", path=self.path)
+        self.train_rows = (0, self.n - n_val)
+        self.val_rows = (self.n - n_val, self.n)
+        self.block = int(block)
+        row_bytes = 4 * (self.theta_dim + self.n_channels * (2 if self.has_mu else 1))
+        self.cached = self.n * row_bytes / 2**20 <= cache_mb
+        self._cache: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def read(self, lo: int, hi: int, what: str = "counts", cache: bool = True) -> tuple[Tensor, Tensor]:
+        """Rows [lo, hi) as float32 tensors (theta, counts or mu); non-finite rows dropped."""
+        key = (lo, hi, what)
+        if key in self._cache:
+            return self._cache[key]
+        th = torch.from_numpy(self._h5["theta"][lo:hi].astype("float32"))
+        x = torch.from_numpy(self._h5[what][lo:hi].astype("float32"))
+        good = torch.isfinite(th).all(1) & torch.isfinite(x).all(1)
+        if not bool(good.all()):
+            th, x = th[good], x[good]
+        if self.cached and cache:
+            self._cache[key] = (th, x)
+        return th, x
+
+    def batches(self, rows: tuple[int, int], batch_size: int, generator: torch.Generator | None,
+                resample: bool = False):
+        """Yield (theta, x) mini-batches; shuffled when ``generator`` is given.
+
+        ``resample`` draws fresh Poisson counts from the stored expected counts ``mu``.
+        """
+        lo, hi = rows
+        what = "mu" if resample and self.has_mu else "counts"
+        starts = torch.arange(lo, hi, self.block)
+        if generator is not None:
+            starts = starts[torch.randperm(len(starts), generator=generator)]
+        for s in starts.tolist():
+            th, x = self.read(s, min(s + self.block, hi), what)
+            if generator is not None:
+                perm = torch.randperm(len(th), generator=generator)
+                th, x = th[perm], x[perm]
+            if what == "mu":
+                rate = x if self.bkg_expected is None else x + self.bkg_expected
+                x = torch.poisson(rate.clamp_min(0.0), generator=generator)
+            for b in range(0, len(th), batch_size):
+                yield th[b:b + batch_size], x[b:b + batch_size]
+
+    def sample_rows(self, k: int, what: str = "counts") -> tuple[Tensor, Tensor]:
+        """The first k training rows (for standardisation statistics)."""
+        lo, hi = self.train_rows
+        return self.read(lo, min(hi, lo + k), what, cache=False)
+
+
+# ---------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------
+
+DEFAULT_SETTINGS: dict = {
+    "embedding": {"type": "cnn", "transform": "anscombe", "features": 32},
+    "flow": {"transforms": 5, "hidden_features": [64, 64], "bins": 8},
+    "training": {"batch_size": 256, "learning_rate": 1e-3, "weight_decay": 1e-5,
+                 "max_epochs": 200, "patience": 20, "lr_patience": 6, "lr_factor": 0.5,
+                 "min_learning_rate": 1e-5, "clip_grad_norm": 5.0, "seed": 1,
+                 "max_minutes": 0.0},
+    "data": {"validation_fraction": 0.1, "resample_noise": True, "block_size": 4096,
+             "cache_mb": 1024.0},
+}
+
+
+def load_settings(path: str | None, overrides: dict | None = None) -> dict:
+    """Training settings: defaults <- TOML file <- overrides ({"embedding.type": "resnet"})."""
+    import copy
+    import tomllib
+
+    from ..errors import ConfigError
+
+    s = copy.deepcopy(DEFAULT_SETTINGS)
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("file not found; expected a training TOML file", path=path) from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"invalid TOML ({exc})", path=path) from None
+        for sec, val in data.items():
+            if sec not in s or not isinstance(val, dict):
+                raise ConfigError(f"unknown section; expected one of {', '.join(s)}", path=path,
+                                  field=sec)
+            for k, v in val.items():
+                if sec in ("training", "data") and k not in s[sec]:
+                    raise ConfigError(f"unknown key; expected one of {', '.join(s[sec])}",
+                                      path=path, field=f"{sec}.{k}")
+                s[sec][k] = v
+    for key, v in (overrides or {}).items():
+        sec, k = key.split(".", 1)
+        s[sec][k] = v
+    emb = s["embedding"]
+    from .embedding import ARCHITECTURES, TRANSFORMS
+
+    if emb.get("type") not in ARCHITECTURES:
+        raise ConfigError(f"unknown embedding {emb.get('type')!r}; expected one of "
+                          f"{', '.join(ARCHITECTURES)}", path=path, field="embedding.type")
+    if emb.get("transform") not in TRANSFORMS:
+        raise ConfigError(f"unknown transform {emb.get('transform')!r}; expected one of "
+                          f"{', '.join(TRANSFORMS)}", path=path, field="embedding.transform")
+    t = s["training"]
+    for k in ("batch_size", "max_epochs", "patience"):
+        if not isinstance(t[k], int) or isinstance(t[k], bool) or t[k] < 1:
+            raise ConfigError(f"expected a positive integer, got {t[k]!r}", path=path,
+                              field=f"training.{k}")
+    vf = s["data"]["validation_fraction"]
+    if not isinstance(vf, int | float) or not 0 < vf < 0.9:
+        raise ConfigError(f"expected a fraction in (0, 0.9), got {vf!r}", path=path,
+                          field="data.validation_fraction")
+    return s
+
+
+def _fingerprint(settings: dict, data_sha: str) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([settings, data_sha], sort_keys=True).encode()).hexdigest()
+
+
+def evaluate_loss(model: NPEModel, data: TrainingData, rows: tuple[int, int], device,
+                  batch_size: int = 1024) -> float:
+    """Mean negative log posterior density over rows (stored noisy counts)."""
+    model.eval()
+    tot, n = 0.0, 0
+    with torch.no_grad():
+        for th, x in data.batches(rows, batch_size, None):
+            lp = model.log_prob(th.to(device), x.to(device))
+            tot += float(-lp.sum())
+            n += len(th)
+    return tot / max(n, 1)
+
+
+@torch.no_grad()
+def quick_calibration(model: NPEModel, data: TrainingData, n: int = 200, samples: int = 500,
+                      device="cpu", seed: int = 0) -> dict:
+    """Coverage of central intervals on validation spectra: {'max_error': .., per parameter}."""
+    import numpy as np
+
+    from .diagnostics import coverage_curve, ranks_from_samples
+
+    torch.manual_seed(seed)
+    lo, hi = data.val_rows
+    th, x = data.read(lo, min(hi, lo + n), "counts", cache=False)
+    s = model.sample(samples, x.to(device)).cpu().numpy()          # (S, B, P)
+    ranks = ranks_from_samples(s, th.numpy())
+    levels, cov = coverage_curve(ranks, samples)
+    err = np.abs(cov - levels[:, None]).max(0)
+    return {"n": len(th), "samples": samples, "max_coverage_error": dict(zip(data.names,
+            [float(e) for e in err], strict=True))}
+
+
+@torch.no_grad()
+def reference_statistics(model: NPEModel, data: TrainingData, device, n: int = 4096) -> dict:
+    """Embedding mean / inverse covariance and total-count range of validation spectra."""
+    lo, hi = data.val_rows
+    _, x = data.read(lo, min(hi, lo + n), "counts", cache=False)
+    _, xt = data.sample_rows(n)
+    emb = model.embedding(x.to(device)).double().cpu()
+    mean = emb.mean(0)
+    cov = torch.cov(emb.T) + 1e-6 * torch.eye(emb.shape[1], dtype=torch.float64)
+    prec = torch.linalg.inv(cov)
+    d2 = ((emb - mean) @ prec * (emb - mean)).sum(1)
+    tot = torch.cat([x.sum(1), xt.sum(1)]).double()
+    return {"emb_mean": mean, "emb_precision": prec,
+            "d2_quantiles": torch.quantile(d2, torch.tensor([0.5, 0.99, 0.999], dtype=torch.float64)),
+            "total_range": torch.stack([tot.min(), tot.max()])}
+
+
+def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
+          overwrite: bool = False, quiet: bool = False, device: str | None = None,
+          log=print, keep_checkpoint: bool = False) -> dict:
+    """Train an NPE posterior on a simulated dataset; write it to ``out_dir``.
+
+    Returns the training summary (also stored in ``config.json``).
+    """
+    import copy
+    import shutil
+    import time
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .. import __version__
+    from ..errors import ConfigError
+    from ..provenance import provenance, sha256
+    from . import saving
+
+    out = Path(out_dir)
+    ckpt = out / "checkpoint"
+    if out.exists() and not out.is_dir():
+        raise ConfigError("exists and is not a directory", path=str(out), field="--out")
+    if (out / saving.CONFIG).exists() and not overwrite and not (resume and ckpt.exists()):
+        raise ConfigError("already holds a trained posterior; pass --overwrite to replace it",
+                          path=str(out), field="--out")
+    if ckpt.exists() and not resume and not overwrite:
+        raise ConfigError("holds an unfinished training run; pass --resume to continue it or "
+                          "--overwrite to start again", path=str(out), field="--out")
+    if overwrite and not resume:
+        for name in (saving.CONFIG, saving.WEIGHTS, "training.json"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    if resume and not (ckpt / "state.json").exists():
+        log(f"no checkpoint in {out}; starting a new run")
+        resume = False
+
+    dev = pick_device(device)
+    t_cfg, d_cfg = settings["training"], settings["data"]
+    data = TrainingData(dataset, d_cfg["validation_fraction"], int(d_cfg["block_size"]),
+                        float(d_cfg["cache_mb"]))
+    data_sha = sha256(dataset)
+    fp = _fingerprint(settings, data_sha)
+    seed = int(t_cfg["seed"])
+    torch.manual_seed(seed)
+    low, high, logs = prior_scales(data.prior)
+    model = NPEModel(data.n_channels, low, high, logs, settings["embedding"], settings["flow"])
+    th0, x0 = data.sample_rows(5000)
+    model.embedding.norm.fit(x0)
+    model.theta_transform.fit(th0)
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(t_cfg["learning_rate"]),
+                            weight_decay=float(t_cfg["weight_decay"]))
+    state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0,
+             "lr_bad_epochs": 0, "history": [], "fingerprint": fp, "seconds": 0.0}
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if resume:
+        state, best_state = saving.load_checkpoint(ckpt, model, opt)
+        if state.get("fingerprint") != fp:
+            raise ConfigError("the checkpoint was made with another dataset or other settings; "
+                              "pass --overwrite to start again", path=str(ckpt), field="--resume")
+        log(f"resuming after epoch {state['epoch']} (best validation loss "
+            f"{state['best_val']:.4f} at epoch {state['best_epoch']})")
+
+    resample = bool(d_cfg["resample_noise"]) and data.has_mu
+    max_epochs, patience = int(t_cfg["max_epochs"]), int(t_cfg["patience"])
+    max_seconds = float(t_cfg.get("max_minutes", 0) or 0) * 60.0
+    bs = int(t_cfg["batch_size"])
+    n_train = data.train_rows[1] - data.train_rows[0]
+    t_start = time.perf_counter() - float(state["seconds"])
+    stop_reason = "max_epochs"
+    epoch_bar = tqdm(total=max_epochs, initial=state["epoch"], desc="epochs", unit="epoch",
+                     disable=quiet, leave=True)
+    while state["epoch"] < max_epochs:
+        epoch = state["epoch"] + 1
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        model.train()
+        tot, n = 0.0, 0
+        bar = tqdm(total=n_train, desc=f"epoch {epoch}", unit="spec", disable=quiet, leave=False)
+        for th, x in data.batches(data.train_rows, bs, g, resample=resample):
+            th, x = th.to(dev), x.to(dev)
+            loss = model.loss(th, x)
+            if not torch.isfinite(loss):
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t_cfg["clip_grad_norm"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(t_cfg["clip_grad_norm"]))
+            opt.step()
+            tot += float(loss) * len(th)
+            n += len(th)
+            bar.update(len(th))
+        bar.close()
+        val = evaluate_loss(model, data, data.val_rows, dev)
+        lr = opt.param_groups[0]["lr"]
+        state["history"].append({"epoch": epoch, "train_loss": tot / max(n, 1), "val_loss": val,
+                                 "lr": lr})
+        state["epoch"] = epoch
+        if val < state["best_val"] - 1e-4:
+            state.update(best_val=val, best_epoch=epoch, bad_epochs=0, lr_bad_epochs=0)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+            state["lr_bad_epochs"] += 1
+            if state["lr_bad_epochs"] >= int(t_cfg["lr_patience"]):
+                new_lr = max(lr * float(t_cfg["lr_factor"]), float(t_cfg["min_learning_rate"]))
+                for pg in opt.param_groups:
+                    pg["lr"] = new_lr
+                state["lr_bad_epochs"] = 0
+        state["seconds"] = time.perf_counter() - t_start
+        saving.save_checkpoint(ckpt, model, opt, best_state, state)
+        epoch_bar.update(1)
+        epoch_bar.set_postfix(train=f"{tot / max(n, 1):.3f}", val=f"{val:.3f}",
+                              best=f"{state['best_val']:.3f}")
+        if state["bad_epochs"] >= patience:
+            stop_reason = f"early stopping (no improvement for {patience} epochs)"
+            break
+        if max_seconds and state["seconds"] > max_seconds:
+            stop_reason = f"time budget ({max_seconds / 60:g} min)"
+            break
+    epoch_bar.close()
+
+    model.load_state_dict(best_state)
+    model.eval()
+    calib = quick_calibration(model, data, device=dev, seed=seed)
+    ref = reference_statistics(model, data, dev)
+    summary = {
+        "dataset": str(Path(dataset).resolve()), "dataset_sha256": data_sha,
+        "dataset_seed": data.seed, "n_train": n_train,
+        "n_validation": data.val_rows[1] - data.val_rows[0], "epochs": state["epoch"],
+        "best_epoch": state["best_epoch"], "best_val_loss": state["best_val"],
+        "stop_reason": stop_reason, "seconds": round(state["seconds"], 1), "device": str(dev),
+        "resample_noise": resample, "seed": seed, "validation_calibration": calib,
+        "settings": copy.deepcopy(settings),
+    }
+    versions = {"simxray": __version__, "torch": torch.__version__, "zuko": zuko.__version__}
+    try:
+        from importlib.metadata import version
+
+        versions["sbi"] = version("sbi")
+    except Exception:  # sbi is optional at training time (only validation needs it)
+        pass
+    spectrum_channels = None
+    rmf_path = (data.response.get("rmf") or {}).get("path") if isinstance(data.response, dict) else None
+    if rmf_path and Path(rmf_path).is_file():
+        from ..io.ogip import read_rmf
+
+        spectrum_channels = int(read_rmf(rmf_path).n_channels)
+    cfg = data.config if isinstance(data.config, dict) else {}
+    ins = cfg.get("instrument", {}) if isinstance(cfg.get("instrument"), dict) else {}
+    meta = {
+        "parameters": data.names, "prior": data.prior.to_dict(), "model": data.model,
+        "pileup": cfg.get("pileup", {}), "response": data.response,
+        "exposure": data.response.get("exposure", ins.get("exposure")),
+        "frame_time": data.response.get("frame_time", ins.get("frame_time")),
+        "channels": data.channels, "n_channels": data.n_channels,
+        "spectrum_channels": spectrum_channels,
+        "simulation_config": cfg, "low": low, "high": high, "log": logs,
+        "embedding": settings["embedding"], "flow": settings["flow"], "training": summary,
+        "versions": versions,
+        "provenance": provenance(inputs={"dataset": summary["dataset"],
+                                         "dataset_sha256": data_sha,
+                                         "dataset_provenance": data.provenance}, seed=seed),
+    }
+    saving.save_posterior(out, model, meta, extra=ref)
+    saving.write_json(out / "training.json", {"history": state["history"], "summary": summary})
+    data.close()
+    if not keep_checkpoint:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return summary

@@ -1,0 +1,293 @@
+"""Plots shared across simxray: corner, spectrum + residuals, coverage, SBC ranks.
+
+All functions write a PNG (atomically) and return its path; matplotlib runs with the
+non-interactive Agg backend.  Parameter axes carry the names astronomers write
+(:func:`param_label`), spectra are in counts s⁻¹ keV⁻¹ against energy in keV.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .provenance import atomic_path
+
+_LABELS = {
+    "nh": r"$N_{\rm H}$ [$10^{22}$ cm$^{-2}$]",
+    "phoindex": r"$\Gamma$",
+    "norm": r"norm [ph keV$^{-1}$ cm$^{-2}$ s$^{-1}$]",
+    "redshift": r"$z$",
+    "kt": r"$kT$ [keV]",
+    "linee": r"$E_{\rm line}$ [keV]",
+    "sigma": r"$\sigma$ [keV]",
+    "highecut": r"$E_{\rm cut}$ [keV]",
+    "pileup.alpha": r"$\alpha$ (grade migration)",
+    "pileup.g0": r"$g_0$ (grade correction)",
+    "pileup.f": r"$f$ (piled PSF fraction)",
+    "pileup.n": r"$n$ (pileup regions)",
+    "pileup.ftime": r"frame time [s]",
+    "pileup.fracexp": r"fractional exposure",
+    "pileup_fraction": "pileup fraction",
+}
+
+
+def param_label(name: str, unit: str | None = None) -> str:
+    """The label astronomers write for a parameter, e.g. ``nH`` -> N_H [10^22 cm^-2]."""
+    key = name.lower()
+    if key in _LABELS:
+        return _LABELS[key]
+    short = key.rsplit(".", 1)[-1] if not key.startswith("pileup.") else key
+    if short in _LABELS:
+        return _LABELS[short]
+    return f"{name} [{unit}]" if unit else name
+
+
+def _pyplot():
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    p = Path(path)
+    tmp = atomic_path(p)
+    fig.savefig(tmp, dpi=dpi, format=p.suffix.lstrip(".") or "png")
+    os.replace(tmp, p)
+    _pyplot().close(fig)
+    return p
+
+
+def _import_corner():
+    """Import the corner package without its optional ArviZ bridge (3+ s of imports)."""
+    if "corner" in sys.modules or "arviz" in sys.modules:
+        import corner
+
+        return corner
+    sys.modules["corner.arviz_corner"] = None  # corner treats this as 'arviz not installed'
+    try:
+        import corner
+    finally:
+        sys.modules.pop("corner.arviz_corner", None)
+    return corner
+
+
+def corner_plot(samples: np.ndarray, names: Sequence[str], path: str | os.PathLike, *,
+                truths: Sequence[float] | None = None, title: str | None = None,
+                log: Sequence[bool] | None = None, max_points: int = 20000) -> Path:
+    """Corner plot (corner package) of posterior samples (N, P) with 5/50/95 % quantiles."""
+    _pyplot()
+    corner = _import_corner()
+    s = np.asarray(samples, dtype=float)[:max_points]
+    labels = [param_label(n) for n in names]
+    if log is not None:
+        s = s.copy()
+        for i, lg in enumerate(log):
+            if lg:
+                s[:, i] = np.log10(s[:, i])
+                labels[i] = r"$\log_{10}$ " + labels[i]
+        if truths is not None:
+            truths = [np.log10(t) if lg else t for t, lg in zip(truths, log, strict=True)]
+    P = s.shape[1]
+    fig = _pyplot().figure(figsize=(2.3 * P + 0.8, 2.3 * P + 0.8))
+    corner.corner(s, fig=fig, labels=labels, quantiles=[0.05, 0.5, 0.95], show_titles=True,
+                  title_fmt=".3g", title_kwargs={"fontsize": 8}, label_kwargs={"fontsize": 9},
+                  truths=truths, bins=30, smooth=1.0, max_n_ticks=4, plot_datapoints=False,
+                  levels=(0.68, 0.9), color="C0", labelpad=0.08)
+    fig.subplots_adjust(left=0.12, bottom=0.12, right=0.97, top=0.92, wspace=0.08, hspace=0.08)
+    if title:
+        fig.suptitle(title + "  (contours: 68%, 90%; dashed: 5/50/95%)", fontsize=10, y=0.99)
+    return _save(fig, path)
+
+
+def group_for_display(counts: np.ndarray, min_counts: int = 15) -> np.ndarray:
+    """Group labels (C,) that merge adjacent channels until each group has >= min_counts."""
+    labels = np.zeros(len(counts), dtype=int)
+    g, acc = 0, 0.0
+    for i, c in enumerate(counts):
+        labels[i] = g
+        acc += c
+        if acc >= min_counts:
+            g, acc = g + 1, 0.0
+    if acc < min_counts and g > 0:          # fold a short tail into the previous group
+        labels[labels == g] = g - 1
+    return labels
+
+
+def _grouped(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    n = labels.max() + 1
+    v = np.atleast_2d(values)
+    out = np.zeros((v.shape[0], n))
+    for k in range(v.shape[0]):
+        out[k] = np.bincount(labels, weights=v[k], minlength=n)
+    return out if np.ndim(values) > 1 else out[0]
+
+
+def spectrum_plot(e_lo: np.ndarray, e_hi: np.ndarray, counts: np.ndarray, exposure: float,
+                  path: str | os.PathLike, *, model: np.ndarray, model_unpiled: np.ndarray | None = None,
+                  background: np.ndarray | None = None, title: str | None = None,
+                  min_counts: int = 15, band: float = 0.90, note: str | None = None) -> Path:
+    """Data, posterior-predictive median and band, optional pileup-free model, residuals.
+
+    ``model`` / ``model_unpiled``: expected counts per channel for posterior draws (K, C)
+    (background included in ``model`` if the data contain background).  Channels are
+    grouped for display only (>= ``min_counts`` counts per group).
+    """
+    plt = _pyplot()
+    labels = group_for_display(counts, min_counts)
+    lo = np.array([e_lo[labels == g].min() for g in range(labels.max() + 1)])
+    hi = np.array([e_hi[labels == g].max() for g in range(labels.max() + 1)])
+    width, mid = hi - lo, 0.5 * (hi + lo)
+    scale = 1.0 / (exposure * width)
+    d = _grouped(counts, labels)
+    m = _grouped(np.atleast_2d(model), labels)
+    q = [(1 - band) / 2 * 100, 50, (1 + band) / 2 * 100]
+    m_lo, m_med, m_hi = np.percentile(m, q, axis=0)
+    fig, (ax, rx) = plt.subplots(2, 1, sharex=True, figsize=(7.5, 6.0),
+                                 gridspec_kw={"height_ratios": [3, 1.2], "hspace": 0.05})
+    ax.errorbar(mid, d * scale, xerr=width / 2, yerr=np.sqrt(np.maximum(d, 1)) * scale, fmt="o",
+                ms=2.5, color="k", lw=0.8, label="data", zorder=3)
+    edges = np.append(lo, hi[-1])
+
+    def steps(y):
+        return np.append(y, y[-1])
+
+    ax.fill_between(edges, steps(m_lo * scale), steps(m_hi * scale), step="post", color="C0",
+                    alpha=0.3, lw=0, label=f"with pileup, {band:.0%} band")
+    ax.step(edges, steps(m_med * scale), where="post", color="C0", lw=1.4,
+            label="with pileup, median")
+    if model_unpiled is not None:
+        u = _grouped(np.atleast_2d(model_unpiled), labels)
+        u_lo, u_med, u_hi = np.percentile(u, q, axis=0)
+        ax.fill_between(edges, steps(u_lo * scale), steps(u_hi * scale), step="post", color="C3",
+                        alpha=0.2, lw=0)
+        ax.step(edges, steps(u_med * scale), where="post", color="C3", lw=1.2, ls="--",
+                label="same source, no pileup")
+    if background is not None:
+        b = _grouped(background, labels)
+        ax.step(edges, steps(b * scale), where="post", color="0.5", lw=0.9, ls=":",
+                label="background")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel(r"counts s$^{-1}$ keV$^{-1}$")
+    ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if note:
+        ax.text(0.02, 0.03, note, transform=ax.transAxes, fontsize=8, va="bottom")
+    sig = np.sqrt(np.maximum(m_med, 1e-9))
+    res = (d - m_med) / sig
+    rx.axhline(0, color="0.4", lw=0.8)
+    rx.fill_between(edges, steps((m_lo - m_med) / sig), steps((m_hi - m_med) / sig), step="post",
+                    color="C0", alpha=0.3, lw=0)
+    rx.errorbar(mid, res, xerr=width / 2, yerr=np.sqrt(np.maximum(d, 1)) / sig, fmt="o", ms=2.5,
+                color="k", lw=0.8)
+    rx.set_ylabel(r"(data$-$model)/$\sigma$")
+    rx.set_xlabel("energy [keV]")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ticks = [t for t in (0.3, 0.5, 1, 2, 3, 5, 8, 10) if lo[0] <= t <= hi[-1]]
+    rx.set_xticks(ticks)
+    rx.xaxis.set_major_formatter(ScalarFormatter())
+    rx.xaxis.set_minor_formatter(NullFormatter())
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.93, bottom=0.1)
+    return _save(fig, path)
+
+
+def coverage_plot(levels: np.ndarray, coverage: np.ndarray, names: Sequence[str],
+                  path: str | os.PathLike, *, tolerance: float | None = None,
+                  tarp: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None) -> Path:
+    """Empirical vs nominal coverage of central credible intervals, one line per parameter."""
+    plt = _pyplot()
+    ncol = 2 if tarp is not None else 1
+    fig, axes = plt.subplots(1, ncol, figsize=(5.2 * ncol, 4.8), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--", label="ideal")
+    if tolerance:
+        ax.fill_between([0, 1], [-tolerance, 1 - tolerance], [tolerance, 1 + tolerance],
+                        color="0.85", label=f"±{tolerance:.2f}")
+    for i, n in enumerate(names):
+        ax.plot(levels, coverage[:, i], marker="o", ms=3, lw=1.2, label=param_label(n))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("nominal credibility of central interval")
+    ax.set_ylabel("empirical coverage")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("marginal coverage (SBC)", fontsize=10)
+    if tarp is not None:
+        ecp, alpha = tarp
+        bx = axes[0, 1]
+        bx.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--", label="ideal")
+        bx.plot(alpha, ecp, color="C0", lw=1.5, label="TARP")
+        bx.set_xlim(0, 1)
+        bx.set_ylim(0, 1)
+        bx.set_xlabel(r"credibility level $1-\alpha$")
+        bx.set_ylabel("expected coverage probability")
+        bx.set_title("joint coverage (TARP)", fontsize=10)
+        bx.legend(fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def rank_plot(ranks: np.ndarray, n_samples: int, names: Sequence[str], path: str | os.PathLike,
+              *, bins: int = 20, title: str | None = None) -> Path:
+    """SBC rank histograms with the 99 % band expected for uniform ranks."""
+    from scipy.stats import binom
+
+    plt = _pyplot()
+    P = len(names)
+    ncol = min(P, 3)
+    nrow = -(-P // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.9 * nrow), squeeze=False)
+    n = ranks.shape[0]
+    lo, hi = binom.ppf([0.005, 0.995], n, 1.0 / bins)
+    for i, name in enumerate(names):
+        ax = axes[i // ncol, i % ncol]
+        ax.axhspan(lo, hi, color="0.85", label="99% band (uniform)")
+        ax.hist(ranks[:, i], bins=bins, range=(0, n_samples), color="C0", alpha=0.8)
+        ax.set_xlabel(f"rank of {param_label(name)}", fontsize=8)
+        ax.set_ylabel("simulations")
+    for j in range(P, nrow * ncol):
+        axes[j // ncol, j % ncol].axis("off")
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def recovery_plot(truths: np.ndarray, means: np.ndarray, names: Sequence[str],
+                  path: str | os.PathLike, *, log: Sequence[bool] | None = None,
+                  r2: Sequence[float] | None = None) -> Path:
+    """Posterior mean against the true value, per parameter."""
+    plt = _pyplot()
+    P = len(names)
+    ncol = min(P, 3)
+    nrow = -(-P // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.4 * nrow), squeeze=False)
+    for i, name in enumerate(names):
+        ax = axes[i // ncol, i % ncol]
+        ax.plot(truths[:, i], means[:, i], ".", ms=3, alpha=0.6)
+        lim = [min(truths[:, i].min(), means[:, i].min()), max(truths[:, i].max(), means[:, i].max())]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        if log is not None and log[i]:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        lab = param_label(name)
+        ax.set_xlabel(f"true {lab}", fontsize=8)
+        ax.set_ylabel(f"posterior mean {lab}", fontsize=8)
+        if r2 is not None:
+            ax.set_title(f"$R^2$ = {r2[i]:.3f}", fontsize=9)
+    for j in range(P, nrow * ncol):
+        axes[j // ncol, j % ncol].axis("off")
+    fig.tight_layout()
+    return _save(fig, path)

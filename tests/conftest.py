@@ -1,0 +1,31 @@
+"""Shared test fixtures: locations of the real data beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SIMXRAY_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` (real Chandra data and relxill references); skip if absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def chandra_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "chandra"
+
+
+@pytest.fixture(scope="session")
+def relxill_ref_dir(shared_dir: Path) -> Path:
+    return shared_dir / "reference" / "relxill"

@@ -369,16 +369,24 @@ class Model:
             raise ModelError("a convolution model must be followed by the model it acts on", field=self.expr)
         for item in reversed(node.items[:-1]):
             if isinstance(item, _Leaf) and item.spec.kind == "con":
-                kw = self._leaf_params(item, values)
-                acc = (lambda e, _f=item.spec.func, _kw=kw, _inner=acc: np.asarray(_f(e, _inner, **_kw), dtype=float))
+                acc = _convolve(item.spec.func, self._leaf_params(item, values), acc)
             else:
-                g = self._eval(item, values, B)
-                acc = (lambda e, _g=g, _a=acc: _g(e) * _a(e))
+                acc = _multiply(self._eval(item, values, B), acc)
         return acc
 
     def tables(self) -> list[str]:
         """Identities of any tables the components read (provenance)."""
         return [leaf.spec.info["table"] for leaf in self.components if "table" in leaf.spec.info]
+
+
+def _convolve(func: Callable, kw: dict, inner: Callable) -> Callable[[np.ndarray], np.ndarray]:
+    """A convolution component acting on ``inner``."""
+    return lambda e: np.asarray(func(e, inner, **kw), dtype=float)
+
+
+def _multiply(factor: Callable, inner: Callable) -> Callable[[np.ndarray], np.ndarray]:
+    """A multiplicative component times ``inner``."""
+    return lambda e: factor(e) * inner(e)
 
 
 def check_edges(edges) -> np.ndarray:

@@ -170,7 +170,7 @@ def spectrum_plot(e_lo: np.ndarray, e_hi: np.ndarray, counts: np.ndarray, exposu
                         alpha=0.2, lw=0)
         ax.step(edges, steps(u_med * scale), where="post", color="C3", lw=1.2, ls="--",
                 label="same source, no pileup")
-    if background is not None:
+    if background is not None and np.sum(background) > 0.01 * np.sum(counts):
         b = _grouped(background, labels)
         ax.step(edges, steps(b * scale), where="post", color="0.5", lw=0.9, ls=":",
                 label="background")

@@ -47,7 +47,7 @@ def provenance(**extra) -> dict:
     info = {
         "simxray_version": __version__,
         "git_commit": git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
     }
     info.update(extra)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from simxray.errors import FileFormatError, ResponseMismatchError
-from simxray.instrument.hetg import HC_KEV_A, GratingOrder, GratingSet, gaussian_lsf_rmf, load_grating_order, lsf_fwhm
+from simxray.instrument.hetg import (
+    HC_KEV_A,
+    GratingOrder,
+    GratingSet,
+    gaussian_lsf_rmf,
+    load_grating_order,
+    lsf_fwhm,
+)
 from simxray.models import Model
 
 

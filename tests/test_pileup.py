@@ -1,8 +1,9 @@
 """Davis (2001) pileup against Sherpa's ``jdpileup``, channel by channel, on NGC 4258's response.
 
 Agreement criterion: relative difference ≤ 1e-5 in every channel whose Sherpa expected
-count is at least 1e-6 of the spectrum's largest channel (≈ 3e-5 … 4e-4 counts here);
-in the remaining channels the absolute difference is ≤ 1e-9 of that maximum.
+count is at least 1e-6 of the spectrum's largest channel (3e-6 … 5e-5 counts here; 763 to
+1023 of the 1024 channels); in the remaining channels the absolute difference is ≤ 1e-9
+of that maximum.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def test_piled_counts_match_sherpa_jdpileup(response, sherpa_results):
     sherpa_frac = []
     for row, f, ref in zip(counts, frac, sherpa_results, strict=True):
         worst = _assert_channels_agree(row, ref["counts"])
-        assert worst < 1e-7  # measured 2e-10 … 1.1e-8: well inside the requirement
+        assert worst < 1e-7  # measured 8e-11 … 1.5e-8: well inside the requirement
         # fraction as Sherpa reports it: piled terms over all terms up to num_terms
         pf, nt = ref["fractions"], ref["num_terms"]
         expected = pf[2:nt + 1].sum() / (pf[1] + pf[2:nt + 1].sum())
@@ -141,8 +142,8 @@ def test_one_case_numpy_path_and_methods(response, sherpa_results):
     src = torch.as_tensor(flux(pile.edges), dtype=torch.float64).requires_grad_(True)
     out = pile(src, pars)
     fast = pile(src.detach(), pars)
-    np.testing.assert_allclose(out.counts.detach().numpy(), fast.counts.numpy(), rtol=1e-10,
-                               atol=1e-14 * float(fast.counts.max()))
+    np.testing.assert_allclose(out.counts.detach().numpy(), fast.counts.numpy(), rtol=1e-8,
+                               atol=1e-12 * float(fast.counts.max()))
 
 
 def test_sherpa_factorial_quirk(response, sherpa_results):
@@ -241,6 +242,13 @@ def test_shape_errors(response):
         pile(np.ones((2, 100)), None)
     with pytest.raises(ParameterError, match="batch size"):
         pile(np.ones((2, 4096)) * 1e-6, PileupParams(alpha=np.array([0.1, 0.2, 0.3])))
-    # zero flux: no counts, no pileup
+    # zero flux: no counts, no pileup (also beside a piled spectrum in the same batch)
     out = pile(np.zeros((1, 4096)), None)
     assert float(out.counts.abs().sum()) == 0 and float(out.fraction[0]) == 0
+    src = np.zeros((2, 4096))
+    src[1] = powerlaw_flux(pile.edges, np.array([[1.7]]), np.array([[8.27e-4]]))[0]
+    both = pile(src, None)
+    alone = pile(src[1:], None)
+    assert float(both.counts[0].abs().sum()) == 0 and int(both.num_terms[0]) == 30
+    np.testing.assert_allclose(both.counts[1].numpy(), alone.counts[0].numpy(), rtol=1e-9, atol=0)
+    assert float(both.fraction[1]) == pytest.approx(float(alone.fraction[0]), rel=1e-14)

@@ -75,6 +75,10 @@ def test_numpy_torch_single_and_sparse_agree(response):
     f32 = response.fold(t.float())
     assert f32.dtype == torch.float32
     np.testing.assert_allclose(f32.numpy(), dense, rtol=1e-4, atol=1e-6 * dense.max())
+    sl = response.channel_slice(0.5, 8.0)
+    for fmt in ("dense", "sparse"):
+        part = response.fold(flux, channels=sl, matrix_format=fmt)
+        np.testing.assert_allclose(part, dense[:, sl], rtol=1e-10, atol=1e-12 * dense.max())
     # counts already multiplied by ARF x exposure fold through the RMF alone
     per_bin = flux * response.specresp * response.exposure
     np.testing.assert_allclose(response.fold_counts_per_bin(per_bin), dense, rtol=1e-12, atol=0)

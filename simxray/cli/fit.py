@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "frame time or channel count (experts only: results are then unreliable)")
     p.add_argument("--no-plots", action="store_true", help="skip corner.png and spectrum.png")
     p.add_argument("--device", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads while sampling (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="print only warnings")
     p.set_defaults(func=run)
 
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     res = fit_spectrum(args.spectrum, args.posterior, out=args.out, n_samples=args.samples,
                        seed=args.seed, force=args.force, ppc_draws=args.ppc_draws,
                        plots=not args.no_plots, arf=args.arf, rmf=args.rmf,
-                       background=args.background, frame_time=args.frame_time, device=args.device)
+                       background=args.background, frame_time=args.frame_time, device=args.device,
+                       threads=args.threads)
     s = res.summary
     if args.quiet:
         for w in s["warnings"]:

@@ -7,25 +7,32 @@ vector z.  The physical rate (counts/s per band) is
     r(t, b) = (N / E) · ρ(τ, b | z),
 
 where N is the number of events in the bands and E the good time (s): N/E is the MLE of
-a constant rate, so z describes *shape* (light curve and spectrum, not brightness).
+a constant rate, so z describes *shape* (light curve and spectrum), not brightness.
 
-Network: Fourier features of τ (sin, cos at ``n_freq`` frequencies, geometric from 0.5 to
-``max_freq`` cycles per span) → linear → ``n_blocks`` residual SiLU blocks, each with an
-additive projection of z → linear → softplus per band.
+Network (DeepONet-style factorisation, chosen so that encoding is cheap):
+
+    ρ(τ, b | z) = softplus( Σ_k φ_k(τ) A_kb(z) + c_b(z) )
+
+* trunk φ(τ) ∈ R^K: Fourier features of τ (sin, cos at ``n_freq`` frequencies, geometric
+  from 0.5 to ``max_freq`` cycles per span) → linear → ``n_blocks`` residual SiLU blocks →
+  linear; it does not depend on z, so it is evaluated once on a fine grid of τ nodes
+  (``grid`` intervals; training jitters the grid every step) and linearly interpolated;
+* branch (A, c)(z): an MLP of the latent giving the K × n_bands mixing matrix and offsets.
 
 Loss per source (divided by N, so every source weighs the same per event):
 
-    -Σ_i log r(t_i, b_i) + Σ_b ∫_GTI r(t, b) dt + λ_TV Σ_i Σ_b |ρ_b(τ_i) - ρ_b(τ_{i-1})|
+    -Σ_i log r(t_i, b_i) + Σ_b ∫_GTI r(t, b) dt + λ_TV Σ_j Σ_b |ρ_b(τ_j) - ρ_b(τ_{j-1})|
     + |z|² / (2 σ_z²)
 
 The integral is a composite Gauss-Legendre rule inside each GTI (sub-intervals never cross
-a gap, so gaps are exact); the TV term runs over consecutive (time-sorted) events.
-Training samples up to ``max_events`` events per source per step (unbiased for the first
-term; for the TV term the subsample's path variation approximates the full one).
-Training optimises the network and every latent jointly (auto-decoder); encoding freezes
-the network and optimises only z (Adam, batched over sources), starting from an amortised
-guess (a small MLP on binned counts, trained to predict the auto-decoder latents) when the
-model has one.
+a gap, so gaps are handled exactly).  The total-variation term runs over consecutive
+evaluation points in time, the GL nodes that densely cover the good time (a discretised
+∫|dρ/dτ| dτ; using the nodes rather than the event times makes its cost independent of
+the number of events).  Training uses up to ``max_events`` events per source per step
+(random subsample, unbiased for the first term).  Training optimises the network and all
+latents jointly (auto-decoder); encoding freezes the network and optimises only z (Adam,
+batched over sources), starting from an amortised guess (a small MLP on binned counts,
+trained to predict the auto-decoder latents) when the model has one.
 """
 
 from __future__ import annotations
@@ -59,13 +66,16 @@ class PPADConfig:
     latent_dim: int = 24
     hidden: int = 64
     n_blocks: int = 3
-    n_freq: int = 12
-    max_freq: float = 48.0
+    n_basis: int = 64
+    branch_hidden: int = 128
+    n_freq: int = 16
+    max_freq: float = 64.0
+    grid: int = 1024
     lambda_tv: float = 0.5
     sigma_z: float = 1.0
     quad_sub: int = 48
     quad_order: int = 4
-    max_events: int = 512
+    max_events: int = 4096
     init_bins: int = 32
 
     @property
@@ -89,12 +99,17 @@ class _Block(nn.Module):
         self.l1 = nn.Linear(hidden, hidden)
         self.l2 = nn.Linear(hidden, hidden)
 
-    def forward(self, h: torch.Tensor, zh: torch.Tensor) -> torch.Tensor:
-        return h + self.l2(F.silu(self.l1(F.silu(h)) + zh))
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.l2(F.silu(self.l1(F.silu(h))))
+
+
+def _log_softplus(s: torch.Tensor) -> torch.Tensor:
+    """log(softplus(s)), accurate for very negative s."""
+    return torch.where(s < -20, s, torch.log(F.softplus(s).clamp_min(1e-30)))
 
 
 class PPADField(nn.Module):
-    """ρ(τ, b | z): (B, P) normalised times and (B, d) latents → (B, P, n_bands) rates ≥ 0."""
+    """ρ(τ, b | z) = softplus(φ(τ)·A(z) + c(z)); see the module docstring."""
 
     def __init__(self, cfg: PPADConfig):
         super().__init__()
@@ -102,28 +117,41 @@ class PPADField(nn.Module):
         freqs = torch.tensor(np.geomspace(0.5, cfg.max_freq, cfg.n_freq), dtype=torch.float32)
         self.register_buffer("freqs", 2 * math.pi * freqs, persistent=False)
         self.inp = nn.Linear(2 * cfg.n_freq, cfg.hidden)
-        self.zproj = nn.Linear(cfg.latent_dim, cfg.hidden * (cfg.n_blocks + 1))
         self.blocks = nn.ModuleList([_Block(cfg.hidden) for _ in range(cfg.n_blocks)])
-        self.out = nn.Linear(cfg.hidden, cfg.n_bands)
+        self.basis_out = nn.Linear(cfg.hidden, cfg.n_basis)
+        nb, K, H = cfg.n_bands, cfg.n_basis, cfg.branch_hidden
+        self.branch = nn.Sequential(nn.Linear(cfg.latent_dim, H), nn.SiLU(), nn.Linear(H, H), nn.SiLU(),
+                                    nn.Linear(H, K * nb + nb))
         with torch.no_grad():
-            self.out.weight.mul_(0.1)
-            self.out.bias.fill_(math.log(math.expm1(1.0 / cfg.n_bands)))
+            last = self.branch[-1]
+            last.weight.mul_(0.1)
+            last.bias.zero_()
+            last.bias[K * nb:] = math.log(math.expm1(1.0 / nb))
 
-    def time_features(self, tau: torch.Tensor) -> torch.Tensor:
-        """First-layer activations from τ alone (B, P, hidden); reusable while τ is fixed."""
+    def basis(self, tau: torch.Tensor) -> torch.Tensor:
+        """Trunk φ(τ): (..., ) → (..., K), exact (no grid)."""
         arg = tau[..., None] * self.freqs
-        return self.inp(torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1))
+        h = self.inp(torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1))
+        for blk in self.blocks:
+            h = blk(h)
+        return self.basis_out(F.silu(h))
 
-    def decode(self, ht: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Rates from :meth:`time_features` output and latents (B, d)."""
-        zh = self.zproj(z).view(z.shape[0], self.cfg.n_blocks + 1, 1, self.cfg.hidden)
-        h = ht + zh[:, 0]
-        for k, blk in enumerate(self.blocks):
-            h = blk(h, zh[:, k + 1])
-        return F.softplus(self.out(F.silu(h)))
+    def coeffs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Branch: latents (B, d) → A (B, K, n_bands), c (B, n_bands)."""
+        out = self.branch(z)
+        K, nb = self.cfg.n_basis, self.cfg.n_bands
+        return out[:, :K * nb].view(-1, K, nb), out[:, K * nb:]
+
+    def grid_basis(self, offset: float = 0.0) -> torch.Tensor:
+        """φ on the nodes τ_g = (g - 1 + offset)/G, g = 0..G+1 (covering [0, 1]): (G+2, K)."""
+        G = self.cfg.grid
+        nodes = (torch.arange(G + 2, device=self.freqs.device, dtype=torch.float32) - 1 + offset) / G
+        return self.basis(nodes)
 
     def forward(self, tau: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.time_features(tau), z)
+        """Exact rates: τ (B, P), z (B, d) → ρ (B, P, n_bands)."""
+        A, c = self.coeffs(z)
+        return F.softplus(torch.bmm(self.basis(tau), A) + c[:, None])
 
 
 # --------------------------------------------------------------------------- data
@@ -255,22 +283,40 @@ def collate(items: Sequence[Prepared], max_events: int | None, rng: np.random.Ge
 # --------------------------------------------------------------------------- loss
 
 
+def _interp_coords(tau: torch.Tensor, grid: int, offset: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left node index and weight for linear interpolation on nodes (g - 1 + offset)/grid."""
+    x = tau * grid + 1 - offset
+    i = x.floor().clamp(0, grid)
+    return i.long(), (x - i).clamp(0, 1)
+
+
 def source_loss(field_: PPADField, z: torch.Tensor, batch: Batch, cfg: PPADConfig,
-                ht: torch.Tensor | None = None) -> torch.Tensor:
+                table: torch.Tensor | None = None, offset: float = 0.0) -> torch.Tensor:
     """Per-source PPAD loss divided by N (B,); see the module docstring.
 
-    ``ht``: cached :meth:`PPADField.time_features` of ``cat([tau, qt])`` (frozen network).
+    The log-rate argument S = A(z)ᵀ φ + c is computed on the trunk grid ``table``
+    (:meth:`PPADField.grid_basis` at ``offset``; cached when the network is frozen) with one
+    dense matrix product, then linearly interpolated to the event times and quadrature
+    nodes (identical to interpolating φ, since S is linear in φ).
     """
-    n = batch.tau.shape[1]
-    if ht is None:
-        ht = field_.time_features(torch.cat([batch.tau, batch.qt], dim=1))
-    rho = field_.decode(ht, z)
-    rho_ev, rho_q = rho[:, :n], rho[:, n:]
-    r_i = torch.gather(rho_ev, 2, batch.band[..., None]).squeeze(-1)
-    nll = -(torch.log(r_i + 1e-12) * batch.mask).sum(1) / batch.n_used.clamp_min(1)
-    integ = (rho_q.sum(-1) * batch.qw).sum(1)
-    pair = batch.mask[:, 1:] * batch.mask[:, :-1]
-    tv = ((rho_ev[:, 1:] - rho_ev[:, :-1]).abs().sum(-1) * pair).sum(1)
+    if table is None:
+        table = field_.grid_basis(offset)
+    B, nb, G2 = z.shape[0], cfg.n_bands, table.shape[0]
+    A, c = field_.coeffs(z)
+    S = (A.transpose(1, 2).reshape(B * nb, -1) @ table.T).view(B, nb, G2) + c[:, :, None]
+    S = S.reshape(B, nb * G2)
+    i, a = _interp_coords(batch.tau, G2 - 2, offset)
+    k = batch.band * G2 + i
+    s_ev = torch.lerp(S.gather(1, k), S.gather(1, k + 1), a)
+    nll = -(_log_softplus(s_ev) * batch.mask).sum(1) / batch.n_used.clamp_min(1)
+    iq, aq = _interp_coords(batch.qt, G2 - 2, offset)
+    Q = iq.shape[1]
+    kq = (torch.arange(nb, device=z.device)[None, :, None] * G2 + iq[:, None, :]).reshape(B, nb * Q)
+    aq = aq[:, None, :].expand(B, nb, Q).reshape(B, nb * Q)
+    rho_q = F.softplus(torch.lerp(S.gather(1, kq), S.gather(1, kq + 1), aq)).view(B, nb, Q)
+    integ = (rho_q.sum(1) * batch.qw).sum(1)
+    pair = (batch.qw[:, 1:] > 0) & (batch.qw[:, :-1] > 0)
+    tv = ((rho_q[:, :, 1:] - rho_q[:, :, :-1]).abs().sum(1) * pair).sum(1)
     nn_ = batch.n_events.clamp_min(1)
     return nll + integ + cfg.lambda_tv * tv / nn_ + (z ** 2).sum(1) / (2 * cfg.sigma_z ** 2) / nn_
 
@@ -423,6 +469,8 @@ class PPAD:
         self.field.eval()
         for p in self.field.parameters():
             p.requires_grad_(False)
+        with torch.no_grad():
+            table = self.field.grid_basis()
         z_all = np.zeros((len(items), self.cfg.latent_dim), np.float32)
         loss_all = np.zeros(len(items), np.float32)
         bar = tqdm(total=len(items), disable=not progress, unit="src", desc="encode")
@@ -432,7 +480,7 @@ class PPAD:
             batch = collate(chunk, max_events, rng, self.device)
             z0 = self.initial_latents(chunk) if use_init else torch.zeros(len(chunk), self.cfg.latent_dim,
                                                                            device=self.device)
-            z, loss = optimise_latents(self.field, batch, self.cfg, z0, steps=steps, lr=lr)
+            z, loss = optimise_latents(self.field, batch, self.cfg, z0, steps=steps, lr=lr, table=table)
             z_all[start:start + len(chunk)] = z.cpu().numpy()
             loss_all[start:start + len(chunk)] = loss.cpu().numpy()
             bar.update(len(chunk))
@@ -514,21 +562,22 @@ def default_model_dir() -> Path:
 
 
 def optimise_latents(field_: PPADField, batch: Batch, cfg: PPADConfig, z0: torch.Tensor, *, steps: int,
-                     lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     lr: float, table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimise z only (network frozen) for a padded batch; returns (z, final loss per source)."""
-    with torch.no_grad():
-        ht = field_.time_features(torch.cat([batch.tau, batch.qt], dim=1))
+    if table is None:
+        with torch.no_grad():
+            table = field_.grid_basis()
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     for k in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1)))
         opt.zero_grad(set_to_none=True)
-        loss = source_loss(field_, z, batch, cfg, ht)
+        loss = source_loss(field_, z, batch, cfg, table)
         loss.sum().backward()
         opt.step()
     with torch.no_grad():
-        loss = source_loss(field_, z, batch, cfg, ht)
+        loss = source_loss(field_, z, batch, cfg, table)
     return z.detach(), loss.detach()
 
 
@@ -572,14 +621,15 @@ def train_ppad(events: Sequence[EventList] | Sequence[Prepared], cfg: PPADConfig
         idx = rng.choice(S, min(batch_size, S), replace=False)
         batch = collate([items[i] for i in idx], cfg.max_events, rng, model.device)
         z = emb(torch.as_tensor(idx, device=model.device))
-        loss = source_loss(fld, z, batch, cfg).mean()
+        offset = float(rng.random())
+        loss = source_loss(fld, z, batch, cfg, fld.grid_basis(offset), offset).mean()
         opt.zero_grad(set_to_none=True)
         opt_z.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(fld.parameters(), 5.0)
         opt.step()
         opt_z.step()
-        lv = float(loss)
+        lv = float(loss.detach())
         ema = lv if ema is None else 0.98 * ema + 0.02 * lv
         if step % 10 == 0:
             hist["loss"].append((step, ema))

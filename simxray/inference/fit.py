@@ -280,8 +280,13 @@ def fit_spectrum(spectrum: str | os.PathLike, posterior: str | os.PathLike | Non
                  out: str | os.PathLike | None = None, n_samples: int = 10000, seed: int = 0,
                  force: bool = False, ppc_draws: int = 100, plots: bool = True,
                  arf: str | None = None, rmf: str | None = None, background: str | None = None,
-                 frame_time: float | None = None, device: str | None = None, log=print) -> FitResult:
-    """Sample the posterior for one spectrum; write samples, summary and plots to ``out``."""
+                 frame_time: float | None = None, device: str | None = None, threads: int = 1,
+                 log=print) -> FitResult:
+    """Sample the posterior for one spectrum; write samples, summary and plots to ``out``.
+
+    ``threads``: torch CPU threads while sampling (1 is fastest for these small tensors and
+    robust on busy machines; 0 keeps torch's setting).
+    """
     import warnings
 
     t0 = time.perf_counter()
@@ -289,6 +294,10 @@ def fit_spectrum(spectrum: str | os.PathLike, posterior: str | os.PathLike | Non
     from . import saving
 
     post_dir = Path(posterior) if posterior else default_posterior_dir()
+    if posterior is None and not (post_dir / saving.CONFIG).exists():
+        raise SimxrayError("the shipped default posterior is missing; train it with "
+                           "training/train_default_posterior.py or pass --posterior DIR",
+                           path=str(post_dir))
     cfg = saving.load_config(post_dir)
     if n_samples < 1:
         raise SimxrayError(f"expected a positive number of samples, got {n_samples}", field="--samples")
@@ -322,15 +331,33 @@ def fit_spectrum(spectrum: str | os.PathLike, posterior: str | os.PathLike | Non
     import torch
 
     torch.manual_seed(seed)
-    loaded = saving.load_posterior(post_dir, device=device)
-    model = loaded.model
+    n_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        loaded = saving.load_posterior(post_dir, device=device)
+        model = loaded.model
+        dev = next(model.parameters()).device
+        xt = torch.as_tensor(x, dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            samples = model.sample(int(n_samples), xt).double().cpu().numpy()
+            emb = model.embedding(xt[None]).double().cpu().numpy()[0]
+    finally:
+        torch.set_num_threads(n_threads)
     names = loaded.names
-    dev = next(model.parameters()).device
-    xt = torch.as_tensor(x, dtype=torch.float32, device=dev)
-    with torch.no_grad():
-        samples = model.sample(int(n_samples), xt).double().cpu().numpy()
-        emb = model.embedding(xt[None]).double().cpu().numpy()[0]
     t_sample = time.perf_counter()
+
+    corner_job = None
+    pileup_on = (cfg.get("pileup") or {}).get("model", "none") != "none"
+    title = f"{Path(spectrum).name}: {cfg['model']}" + (" + pileup" if pileup_on else "")
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise SimxrayError("exists and is not a directory", path=str(out), field="--out")
+        out.mkdir(parents=True, exist_ok=True)
+        if plots:   # the corner plot needs only the samples: draw it alongside the rest
+            corner_job = _in_background(_corner_job, out / "corner.png", samples, names, title,
+                                        cfg.get("log"))
 
     summary: dict = {"spectrum": str(Path(spectrum).resolve()), "posterior": str(post_dir.resolve()),
                      "n_samples": int(n_samples), "total_counts": float(x.sum()),
@@ -394,20 +421,60 @@ def fit_spectrum(spectrum: str | os.PathLike, posterior: str | os.PathLike | Non
 
     result = FitResult(samples=samples, names=names, summary=summary)
     if out is not None:
-        result.files = write_outputs(Path(out), result, cfg, spec, x, pred, sim, plots)
+        result.files = write_outputs(out, result, cfg, spec, x, pred, sim, plots, title=title,
+                                     corner_job=corner_job)
         summary["timing_s"]["outputs"] = round(time.perf_counter() - t_ppc, 3)
         saving.write_json(Path(out) / "summary.json", summary)
     summary["timing_s"]["total"] = round(time.perf_counter() - t0, 3)
     return result
 
 
+def _corner_job(path: Path, samples: np.ndarray, names: list[str], title: str, log) -> None:
+    from ..plots import corner_plot
+
+    corner_plot(samples, names, path, title=title, log=log)
+
+
+def _in_background(fn, *args) -> int | None:
+    """Run fn(*args) in a forked child (a second core draws while this one works).
+
+    Returns the child's pid, or None where fork is unavailable or disabled
+    (``SIMXRAY_NO_FORK=1``); the caller then runs fn itself.
+    """
+    if not hasattr(os, "fork") or os.environ.get("SIMXRAY_NO_FORK") or (os.cpu_count() or 1) < 2:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:                       # child: never returns into the caller's code
+        code = 1
+        try:
+            fn(*args)
+            code = 0
+        except BaseException:          # the parent redoes the work and reports errors
+            pass
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _finished(pid: int | None) -> bool:
+    """Wait for a background child; True if it succeeded."""
+    if pid is None:
+        return False
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return False
+    return os.waitstatus_to_exitcode(status) == 0
+
+
 def write_outputs(out: Path, result: FitResult, cfg: dict, spec, x: np.ndarray, pred: dict | None,
-                  sim, plots: bool) -> dict[str, str]:
+                  sim, plots: bool, title: str = "", corner_job: int | None = None) -> dict[str, str]:
     """samples.h5, posterior.nc, summary.json, corner.png, spectrum.png."""
     from . import saving
 
-    if out.exists() and not out.is_dir():
-        raise SimxrayError("exists and is not a directory", path=str(out), field="--out")
     out.mkdir(parents=True, exist_ok=True)
     s = result.summary
     attrs = {"simxray_version": s["provenance"]["simxray_version"],
@@ -427,12 +494,8 @@ def write_outputs(out: Path, result: FitResult, cfg: dict, spec, x: np.ndarray, 
     write_inference_data(out / "posterior.nc", result.samples, result.names, x, channel, attrs, pred)
     files["inference_data"] = str(out / "posterior.nc")
     if plots:
-        from ..plots import corner_plot, spectrum_plot
+        from ..plots import spectrum_plot
 
-        title = f"{Path(s['spectrum']).name}: {cfg['model']}" + (
-            " + pileup" if s.get("pileup_fraction") else "")
-        files["corner"] = str(corner_plot(result.samples, result.names, out / "corner.png",
-                                          title=title, log=cfg.get("log")))
         if pred is not None and sim is not None:
             pf = s.get("pileup_fraction")
             note = (f"pileup fraction {pf['median']:.1%} "
@@ -449,6 +512,9 @@ def write_outputs(out: Path, result: FitResult, cfg: dict, spec, x: np.ndarray, 
                                                   out / "spectrum.png", model=model,
                                                   model_unpiled=unpiled, background=bkg,
                                                   title=title, note=note))
+        if not _finished(corner_job):
+            _corner_job(out / "corner.png", result.samples, result.names, title, cfg.get("log"))
+        files["corner"] = str(out / "corner.png")
     files["summary"] = str(out / "summary.json")
     saving.write_json(out / "summary.json", s)
     return files

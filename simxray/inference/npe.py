@@ -110,15 +110,15 @@ def _broadcast_shapes(*shapes) -> torch.Size:
 
 
 class _fast_broadcast_shapes:
-    """Context in which ``torch.broadcast_shapes`` (called by zuko's splines) is the pure-
-    Python equivalent: torch's version imports torch._refs and sympy on first use (~1 s),
-    which would dominate a command-line fit."""
+    """Context in which ``torch.broadcast_shapes`` (called by zuko's flows) is the pure-
+    Python equivalent: torch's version imports torch.fx's symbolic shapes and sympy on first
+    use (~1 s), which would dominate a command-line fit."""
 
     def __enter__(self):
         import sys
 
         self._orig = None
-        if "torch._refs" not in sys.modules:
+        if "torch.fx.experimental.symbolic_shapes" not in sys.modules:
             self._orig = torch.broadcast_shapes
             torch.broadcast_shapes = _broadcast_shapes
         return self
@@ -400,11 +400,18 @@ def load_settings(path: str | None, overrides: dict | None = None) -> dict:
     return s
 
 
+RESUMABLE_CHANGES = ("max_epochs", "max_minutes", "patience")
+
+
 def _fingerprint(settings: dict, data_sha: str) -> str:
+    """Hash of what a resumed run must share: dataset and settings (bar the stopping rules)."""
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps([settings, data_sha], sort_keys=True).encode()).hexdigest()
+    s = {k: dict(v) for k, v in settings.items()}
+    for k in RESUMABLE_CHANGES:
+        s["training"].pop(k, None)
+    return hashlib.sha256(json.dumps([s, data_sha], sort_keys=True).encode()).hexdigest()
 
 
 def evaluate_loss(model: NPEModel, data: TrainingData, rows: tuple[int, int], device,
@@ -545,7 +552,7 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
             if t_cfg["clip_grad_norm"]:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(t_cfg["clip_grad_norm"]))
             opt.step()
-            tot += float(loss) * len(th)
+            tot += float(loss.detach()) * len(th)
             n += len(th)
             bar.update(len(th))
         bar.close()

@@ -26,7 +26,7 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 from ..errors import FileFormatError, ResponseMismatchError
-from ..io.ogip import RMF, Spectrum, read_arf, read_pha
+from ..io.ogip import RMF, Spectrum, read_pha
 
 HC_KEV_A = 12.398419843320026  # h c in keV Angstrom
 LSF_FWHM_COEFFS = {

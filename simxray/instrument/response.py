@@ -15,18 +15,19 @@ Both numpy and torch inputs are accepted, (M,) or (B, M); the batch is one matri
 product.  numpy in → numpy out (float64); torch in → torch out on the input's device
 and dtype.
 
-Dense versus sparse RMF (measured with :mod:`benchmarks.bench_fold`, NGC 4258
-ACIS-S RMF: 1077 energies × 1024 channels, 440 721 non-zeros = 40 % filled;
-torch 2.13 CPU, 2 threads, B = 1024, median of 5)::
+Dense versus sparse RMF (``benchmarks/bench_fold.py``; NGC 4258 ACIS-S RMF, 1077
+energies × 1024 channels, 440 721 non-zeros = 40 % filled; torch 2.13 CPU, B = 1024,
+best of 5, on the shared 2-core machine under load ~5)::
 
-    float64 dense  (B,M) @ (M,C)           ~80 µs per spectrum
-    float64 sparse CSR (C,M) @ (M,B)       ~260 µs per spectrum
-    float32 dense                          ~33 µs per spectrum
-    float32 sparse CSR                     ~105 µs per spectrum
+                  dense (B,M)@(M,C)   sparse CSR (C,M)@(M,B)
+    float64, 1 thread     204 µs            706 µs      per spectrum
+    float32, 1 thread      94 µs            183 µs
+    float64, 2 threads     80 µs            260 µs      (quiet machine, random 40 % fill)
 
-A 40 %-filled matrix gains nothing from sparse storage: dense BLAS is 3× faster,
-so the dense matrix is the default (``matrix_format="dense"``); ``"sparse"``
-remains available for very large, very sparse responses (e.g. gratings).
+A 40 %-filled matrix gains nothing from sparse storage: dense BLAS is 2-3.5× faster,
+so the dense matrix is the default (``matrix_format="dense"``); ``"sparse"`` remains
+for very large, very sparse responses (e.g. gratings).  Sherpa folds the same power
+law through the same ARF/RMF at ~1300 spectra/s per core (``eval_model``).
 """
 
 from __future__ import annotations
@@ -249,14 +250,27 @@ class Response:
         return self
 
     # -- folding --------------------------------------------------------------
-    def _matmul(self, a: torch.Tensor, fmt: MatrixFormat | None) -> torch.Tensor:
-        """(B, M) counts per energy bin → (B, C) counts per channel."""
-        _, R = self.tensors(a.device, a.dtype, fmt)
-        if R.layout == torch.sparse_csr:
-            return (R @ a.T).T
-        return a @ R
+    def _matrix(self, device, dtype, fmt: MatrixFormat | None, channels: slice | None) -> torch.Tensor:
+        _, R = self.tensors(device, dtype, fmt)
+        if channels is None or channels == slice(None):
+            return R
+        key = (str(device), dtype, "cols", channels.start, channels.stop, channels.step)
+        if key not in self._cache:
+            cols = self.matrix[:, channels]
+            if R.layout == torch.sparse_csr:
+                t = cols.T.tocsr()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    Rc = torch.sparse_csr_tensor(torch.as_tensor(t.indptr, dtype=torch.int64),
+                                                 torch.as_tensor(t.indices, dtype=torch.int64),
+                                                 torch.as_tensor(t.data, dtype=dtype), size=t.shape,
+                                                 device=device, check_invariants=True)
+            else:
+                Rc = R[:, channels].contiguous()
+            self._cache[key] = (None, Rc)
+        return self._cache[key][1]
 
-    def _apply(self, x, with_arf: bool, matrix_format: MatrixFormat | None):
+    def _apply(self, x, with_arf: bool, matrix_format: MatrixFormat | None, channels: slice | None):
         is_numpy = not isinstance(x, torch.Tensor)
         t = torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device, dtype=self.dtype) \
             if is_numpy else x
@@ -266,22 +280,30 @@ class Response:
             raise ResponseMismatchError(
                 f"input has shape {tuple(t.shape)}; expected (M,) or (B, M) with M = {self.n_energies} "
                 "response energy bins", field=f"{self.name or 'response'}: fold")
+        if channels is not None and not isinstance(channels, slice):
+            raise ParameterError("expected a slice of channel columns (see channel_slice)",
+                                 field="channels")
         single = t.ndim == 1
         a = t[None] if single else t
         if with_arf:
             ae, _ = self.tensors(a.device, a.dtype, matrix_format)
             a = a * ae
-        out = self._matmul(a, matrix_format)
+        R = self._matrix(a.device, a.dtype, matrix_format, channels)
+        out = (R @ a.T).T if R.layout == torch.sparse_csr else a @ R
         out = out[0] if single else out
         return out.detach().cpu().numpy().astype(np.float64) if is_numpy else out
 
-    def fold(self, flux, *, matrix_format: MatrixFormat | None = None):
-        """Expected counts (B, C) (or (C,)) from flux (B, M) photons/cm²/s per energy bin."""
-        return self._apply(flux, True, matrix_format)
+    def fold(self, flux, *, matrix_format: MatrixFormat | None = None, channels: slice | None = None):
+        """Expected counts (B, C) (or (C,)) from flux (B, M) photons/cm²/s per energy bin.
 
-    def fold_counts_per_bin(self, counts, *, matrix_format: MatrixFormat | None = None):
+        ``channels`` (a column slice, e.g. :meth:`channel_slice`) folds only those channels.
+        """
+        return self._apply(flux, True, matrix_format, channels)
+
+    def fold_counts_per_bin(self, counts, *, matrix_format: MatrixFormat | None = None,
+                            channels: slice | None = None):
         """Expected counts per channel from counts per energy bin (ARF × exposure applied)."""
-        return self._apply(counts, False, matrix_format)
+        return self._apply(counts, False, matrix_format, channels)
 
     def __repr__(self) -> str:
         return (f"Response({self.name!r}, M={self.n_energies}, C={self.n_channels}, "

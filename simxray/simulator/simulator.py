@@ -177,6 +177,7 @@ class Simulator:
         """
         from ..instrument.pileup import PileupParams, piled_counts
 
+        cols = None if all_channels else self.slice
         sizes = [np.size(v) for v in list(model_params.values()) + list((pileup_params or {}).values())]
         B = max([1, *sizes])
         mp = {k: np.broadcast_to(np.asarray(v, float), (B,)) for k, v in model_params.items()}
@@ -185,14 +186,14 @@ class Simulator:
                                             for k, v in pileup_params.items()})
             mu, frac = piled_counts(self.response,
                                     lambda e: np.require(self.model.evaluate(e, mp), requirements="CW"), pp,
-                                    grid=self.pileup_grid, return_fraction=True)
+                                    grid=self.pileup_grid, return_fraction=True, channels=cols)
         else:
             flux = np.require(self.model.evaluate(self.response.edges, mp), requirements="CW")
-            mu = self.response.fold(flux)
+            mu = self.response.fold(flux, channels=cols)
             frac = np.zeros(B)
         mu = np.maximum(np.asarray(mu, dtype=np.float64).reshape(B, -1), 0.0)
         frac = np.asarray(frac, dtype=np.float64).reshape(B)
-        return (mu if all_channels else mu[:, self.slice]), frac
+        return mu, frac
 
     def split(self, theta: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """theta (B, P) → (model parameters, pileup parameters or None), each {name: (B,)}."""

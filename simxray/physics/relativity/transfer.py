@@ -58,7 +58,7 @@ def _trace_r(rho, psi, a, th):
 
 
 def ring_images(a: float, incl: float, radii: np.ndarray, n_psi: int = 512, n_rho: int = 480,
-                newton: int = 4):
+                newton: int = 6):
     """Direct images of rings: rho(psi), area element rho drho/dr, g and mu_e.
 
     a: spin; incl: inclination (rad); radii (R,) rg (>= ISCO).  Returns psi (P,)
@@ -96,8 +96,9 @@ def ring_images(a: float, incl: float, radii: np.ndarray, n_psi: int = 512, n_rh
     rho_s = np.exp(x)
     jac = rho_s * rho_s / (radii[:, None] * dlnr_dlnrho)                 # rho drho/dr
     resid = np.abs(np.log(r0) - tgt)
-    if not np.all(resid < 1e-7):
-        raise RuntimeError(f"ring image search did not converge (max residual {resid.max():.2e})")
+    if not np.all(resid < 1e-6):
+        raise RuntimeError(f"ring image search did not converge (max residual {resid.max():.2e}, "
+                           f"a={a}, incl={np.degrees(incl):.3f} deg)")
     return psi, rho_s, jac, g, mu
 
 
@@ -151,7 +152,7 @@ def transfer_functions(a: float, incl: float, radii: np.ndarray, n_chi: int = 25
                 lo = pmax
                 hi = pmin if pmin > pmax else pmin + 2 * np.pi
                 inc = False
-            ps = _bisect(lambda x: sg(np.mod(x, 2 * np.pi)), np.full(n_chi, lo), np.full(n_chi, hi), gt, inc)
+            ps = _bisect(lambda x, _s=sg: _s(np.mod(x, 2 * np.pi)), np.full(n_chi, lo), np.full(n_chi, hi), gt, inc)
             ps[0], ps[-1] = pmin, pmax   # chi = 0 is gmin, chi = pi is gmax on both branches
             pm = np.mod(ps, 2 * np.pi)
             gp = np.abs(d1(pm))

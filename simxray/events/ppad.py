@@ -69,13 +69,13 @@ class PPADConfig:
     n_basis: int = 64
     branch_hidden: int = 128
     n_freq: int = 16
-    max_freq: float = 64.0
-    grid: int = 1024
+    max_freq: float = 48.0
+    grid: int = 512
     lambda_tv: float = 0.5
     sigma_z: float = 1.0
-    quad_sub: int = 48
+    quad_sub: int = 64
     quad_order: int = 4
-    max_events: int = 4096
+    max_events: int = 2048
     init_bins: int = 32
 
     @property
@@ -186,10 +186,37 @@ def gti_quadrature(gti_tau: np.ndarray, n_sub: int, order: int) -> tuple[np.ndar
     nodes, weights = [], []
     for (a, b), mj in zip(gti_tau, m, strict=True):
         edges = np.linspace(a, b, mj + 1)
-        half = 0.5 * np.diff(edges)[:, None]
-        mid = 0.5 * (edges[1:] + edges[:-1])[:, None]
-        nodes.append((mid + half * x).ravel())
-        weights.append((half * w).ravel())
+        nodes_w = _gl_on_edges(edges, x, w)
+        nodes.append(nodes_w[0])
+        weights.append(nodes_w[1])
+    return np.concatenate(nodes), np.concatenate(weights) / total
+
+
+def _gl_on_edges(edges: np.ndarray, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    half = 0.5 * np.diff(edges)[:, None]
+    mid = 0.5 * (edges[1:] + edges[:-1])[:, None]
+    return (mid + half * x).ravel(), (half * w).ravel()
+
+
+def shifted_gti_quadrature(gti_tau: np.ndarray, n_sub: int, order: int, shift: float
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Composite Gauss-Legendre rule on sub-intervals of length h = good time / n_sub whose
+    boundaries sit at ``gti_start + (shift + j)·h`` clipped to each GTI (partial end pieces get
+    their own scaled rule).  Used in training with a random ``shift`` ∈ [0, 1) every step:
+    every node is then uniformly distributed, so the estimate of ∫ρ is unbiased and the
+    network cannot hide rate between fixed nodes.  Weights sum to 1."""
+    lengths = gti_tau[:, 1] - gti_tau[:, 0]
+    total = lengths.sum()
+    h = total / n_sub
+    x, w = _gauss_legendre(order)
+    nodes, weights = [], []
+    for a, b in gti_tau:
+        inner = a + (shift + np.arange(int(np.ceil((b - a) / h)) + 1)) * h
+        edges = np.concatenate([[a], inner[inner < b], [b]])
+        edges = edges[np.concatenate([[True], np.diff(edges) > 0])]
+        nw = _gl_on_edges(edges, x, w)
+        nodes.append(nw[0])
+        weights.append(nw[1])
     return np.concatenate(nodes), np.concatenate(weights) / total
 
 
@@ -252,18 +279,24 @@ class Batch:
 
 
 def collate(items: Sequence[Prepared], max_events: int | None, rng: np.random.Generator | None = None,
-            device: str | torch.device = "cpu") -> Batch:
-    """Pad a list of prepared sources into tensors, subsampling to ``max_events`` events each."""
+            device: str | torch.device = "cpu", seed: int = 0, quad: tuple[int, int] | None = None) -> Batch:
+    """Pad a list of prepared sources into tensors, subsampling to ``max_events`` events each
+    (with ``rng``, or, when None, a generator seeded by (seed, n_events) per source so that a
+    source's subsample does not depend on the rest of the batch)."""
     sel = []
     for p in items:
         if max_events is not None and p.n_events > max_events:
-            r = rng if rng is not None else np.random.default_rng(0)
+            r = rng if rng is not None else np.random.default_rng([seed, p.n_events])
             idx = np.sort(r.choice(p.n_events, max_events, replace=False))
             sel.append(idx)
         else:
             sel.append(None)
+    if quad is not None:      # training: randomly shifted quadrature, fresh every call
+        qs = [shifted_gti_quadrature(p.gti_tau, quad[0], quad[1], float(rng.random())) for p in items]
+    else:
+        qs = [(p.qt, p.qw) for p in items]
     n = max(1, max(len(s) if s is not None else p.n_events for s, p in zip(sel, items, strict=True)))
-    q = max(p.qt.size for p in items)
+    q = max(x[0].size for x in qs)
     B = len(items)
     tau = np.zeros((B, n), np.float32)
     band = np.zeros((B, n), np.int64)
@@ -273,7 +306,7 @@ def collate(items: Sequence[Prepared], max_events: int | None, rng: np.random.Ge
     for i, (p, s) in enumerate(zip(items, sel, strict=True)):
         tt, bb = (p.tau, p.band) if s is None else (p.tau[s], p.band[s])
         tau[i, :tt.size], band[i, :tt.size], mask[i, :tt.size] = tt, bb, 1.0
-        qt[i, :p.qt.size], qw[i, :p.qt.size] = p.qt, p.qw
+        qt[i, :qs[i][0].size], qw[i, :qs[i][0].size] = qs[i]
     n_used = mask.sum(1)
     n_ev = np.array([p.n_events for p in items], np.float32)
     dev = torch.device(device)
@@ -290,8 +323,28 @@ def _interp_coords(tau: torch.Tensor, grid: int, offset: float) -> tuple[torch.T
     return i.long(), (x - i).clamp(0, 1)
 
 
+@dataclass
+class _Coords:
+    idx: torch.Tensor    # (B, 2n + 2 nb Q) flat indices into S (left and right nodes)
+    a: torch.Tensor      # (B, n) event interpolation weights
+    aq: torch.Tensor     # (B, Q) quadrature-node interpolation weights
+    n: int
+    Q: int
+
+
+def _coords(batch: Batch, nb: int, grid: int, offset: float) -> _Coords:
+    G2 = grid + 2
+    i, a = _interp_coords(batch.tau, grid, offset)
+    iq, aq = _interp_coords(batch.qt, grid, offset)
+    B, n, Q = i.shape[0], i.shape[1], iq.shape[1]
+    k = batch.band * G2 + i
+    kq = (torch.arange(nb, device=i.device)[None, :, None] * G2 + iq[:, None, :]).reshape(B, nb * Q)
+    return _Coords(torch.cat([k, k + 1, kq, kq + 1], dim=1), a, aq, n, Q)
+
+
 def source_loss(field_: PPADField, z: torch.Tensor, batch: Batch, cfg: PPADConfig,
-                table: torch.Tensor | None = None, offset: float = 0.0) -> torch.Tensor:
+                table: torch.Tensor | None = None, offset: float = 0.0, coords: _Coords | None = None
+                ) -> torch.Tensor:
     """Per-source PPAD loss divided by N (B,); see the module docstring.
 
     The log-rate argument S = A(z)ᵀ φ + c is computed on the trunk grid ``table``
@@ -302,18 +355,16 @@ def source_loss(field_: PPADField, z: torch.Tensor, batch: Batch, cfg: PPADConfi
     if table is None:
         table = field_.grid_basis(offset)
     B, nb, G2 = z.shape[0], cfg.n_bands, table.shape[0]
+    if coords is None:
+        coords = _coords(batch, nb, G2 - 2, offset)
+    n, Q = coords.n, coords.Q
     A, c = field_.coeffs(z)
-    S = (A.transpose(1, 2).reshape(B * nb, -1) @ table.T).view(B, nb, G2) + c[:, :, None]
-    S = S.reshape(B, nb * G2)
-    i, a = _interp_coords(batch.tau, G2 - 2, offset)
-    k = batch.band * G2 + i
-    s_ev = torch.lerp(S.gather(1, k), S.gather(1, k + 1), a)
+    S = (A.transpose(1, 2).reshape(B * nb, -1) @ table.T).view(B, nb * G2)
+    v = S.gather(1, coords.idx)                                           # one gather/scatter
+    s_ev = torch.lerp(v[:, :n], v[:, n:2 * n], coords.a) + c.gather(1, batch.band)
     nll = -(_log_softplus(s_ev) * batch.mask).sum(1) / batch.n_used.clamp_min(1)
-    iq, aq = _interp_coords(batch.qt, G2 - 2, offset)
-    Q = iq.shape[1]
-    kq = (torch.arange(nb, device=z.device)[None, :, None] * G2 + iq[:, None, :]).reshape(B, nb * Q)
-    aq = aq[:, None, :].expand(B, nb, Q).reshape(B, nb * Q)
-    rho_q = F.softplus(torch.lerp(S.gather(1, kq), S.gather(1, kq + 1), aq)).view(B, nb, Q)
+    vq = v[:, 2 * n:].view(B, 2, nb, Q)
+    rho_q = F.softplus(torch.lerp(vq[:, 0], vq[:, 1], coords.aq[:, None, :]) + c[:, :, None])
     integ = (rho_q.sum(1) * batch.qw).sum(1)
     pair = (batch.qw[:, 1:] > 0) & (batch.qw[:, :-1] > 0)
     tv = ((rho_q[:, :, 1:] - rho_q[:, :, :-1]).abs().sum(1) * pair).sum(1)
@@ -474,15 +525,16 @@ class PPAD:
         z_all = np.zeros((len(items), self.cfg.latent_dim), np.float32)
         loss_all = np.zeros(len(items), np.float32)
         bar = tqdm(total=len(items), disable=not progress, unit="src", desc="encode")
+        order = np.argsort([p.n_events for p in items], kind="stable")   # batches of similar size
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            rng = np.random.default_rng([seed, start])
-            batch = collate(chunk, max_events, rng, self.device)
+            sel = order[start:start + batch_size]
+            chunk = [items[i] for i in sel]
+            batch = collate(chunk, max_events, None, self.device, seed=seed)
             z0 = self.initial_latents(chunk) if use_init else torch.zeros(len(chunk), self.cfg.latent_dim,
                                                                            device=self.device)
             z, loss = optimise_latents(self.field, batch, self.cfg, z0, steps=steps, lr=lr, table=table)
-            z_all[start:start + len(chunk)] = z.cpu().numpy()
-            loss_all[start:start + len(chunk)] = loss.cpu().numpy()
+            z_all[sel] = z.cpu().numpy()
+            loss_all[sel] = loss.cpu().numpy()
             bar.update(len(chunk))
         bar.close()
         for p in self.field.parameters():
@@ -567,17 +619,18 @@ def optimise_latents(field_: PPADField, batch: Batch, cfg: PPADConfig, z0: torch
     if table is None:
         with torch.no_grad():
             table = field_.grid_basis()
+    coords = _coords(batch, cfg.n_bands, table.shape[0] - 2, 0.0)
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     for k in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1)))
         opt.zero_grad(set_to_none=True)
-        loss = source_loss(field_, z, batch, cfg, table)
+        loss = source_loss(field_, z, batch, cfg, table, coords=coords)
         loss.sum().backward()
         opt.step()
     with torch.no_grad():
-        loss = source_loss(field_, z, batch, cfg, table)
+        loss = source_loss(field_, z, batch, cfg, table, coords=coords)
     return z.detach(), loss.detach()
 
 
@@ -586,13 +639,17 @@ def optimise_latents(field_: PPADField, batch: Batch, cfg: PPADConfig, z0: torch
 
 def train_ppad(events: Sequence[EventList] | Sequence[Prepared], cfg: PPADConfig | None = None, *,
                steps: int = 3000, batch_size: int = 64, lr: float = 2e-3, lr_z: float = 1e-2, seed: int = 0,
-               init_steps: int = 1500, device: str | torch.device | None = None, progress: bool = False,
+               init_steps: int = 1500, latent_scale: float = 0.5, device: str | torch.device | None = None,
+               progress: bool = False,
                callback: Callable[[int, float], None] | None = None) -> tuple[PPAD, np.ndarray, dict]:
     """Train a PPAD auto-decoder on event lists; returns (model, training latents, history).
 
     The network and one latent per source are optimised jointly (Adam for the network,
-    SparseAdam for the latent table, cosine learning-rate decay); then, if ``init_steps``,
-    the amortised initialiser is fitted to predict those latents from binned summaries.
+    SparseAdam for the latent table, cosine learning-rate decay).  Latents start from the
+    leading principal components of the binned summaries (:func:`pca_latents`, std
+    ``latent_scale``), which orders the latent space from the start and speeds up training
+    many times over a random start.  Then, if ``init_steps``, the amortised initialiser is
+    fitted to predict the learnt latents from binned summaries.
     """
     from tqdm.auto import tqdm
 
@@ -606,7 +663,8 @@ def train_ppad(events: Sequence[EventList] | Sequence[Prepared], cfg: PPADConfig
     fld = model.field
     S = len(items)
     emb = nn.Embedding(S, cfg.latent_dim, sparse=True).to(model.device)
-    nn.init.normal_(emb.weight, 0.0, 0.01)
+    with torch.no_grad():
+        emb.weight.copy_(torch.from_numpy(pca_latents(items, cfg, latent_scale)))
     opt = torch.optim.Adam(fld.parameters(), lr=lr)
     opt_z = torch.optim.SparseAdam(list(emb.parameters()), lr=lr_z)
     hist = {"loss": []}
@@ -619,7 +677,8 @@ def train_ppad(events: Sequence[EventList] | Sequence[Prepared], cfg: PPADConfig
             for g in o.param_groups:
                 g["lr"] = base * warm * 0.5 * (1 + math.cos(math.pi * frac))
         idx = rng.choice(S, min(batch_size, S), replace=False)
-        batch = collate([items[i] for i in idx], cfg.max_events, rng, model.device)
+        batch = collate([items[i] for i in idx], cfg.max_events, rng, model.device,
+                        quad=(cfg.quad_sub, cfg.quad_order))
         z = emb(torch.as_tensor(idx, device=model.device))
         offset = float(rng.random())
         loss = source_loss(fld, z, batch, cfg, fld.grid_basis(offset), offset).mean()
@@ -643,6 +702,33 @@ def train_ppad(events: Sequence[EventList] | Sequence[Prepared], cfg: PPADConfig
                                      progress=progress)
     hist["final_loss"] = ema
     return model, z_train, hist
+
+
+def pca_latents(items: Sequence[Prepared], cfg: PPADConfig, scale: float = 0.5) -> np.ndarray:
+    """Initial latents: leading principal components of the standardised binned summaries,
+    each scaled to standard deviation ``scale`` (S, latent_dim) float32."""
+    x = binned_summary(items, cfg).astype(np.float64)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    u, sv, _ = np.linalg.svd(x, full_matrices=False)
+    d = min(cfg.latent_dim, u.shape[1])
+    z = np.zeros((len(items), cfg.latent_dim))
+    z[:, :d] = u[:, :d] / (u[:, :d].std(0) + 1e-12) * scale
+    return z.astype(np.float32)
+
+
+def reference_set(model: PPAD, events: Sequence[EventList] | Sequence[Prepared],
+                  labels: dict[str, np.ndarray] | None = None, *, max_sources: int = 4000, seed: int = 0,
+                  progress: bool = False) -> dict[str, np.ndarray]:
+    """Latents of (up to ``max_sources`` of) the training sources, encoded exactly as new data
+    would be, stored with the model as the anomaly-score reference (plus ``kind_id`` if known)."""
+    idx = np.arange(len(events))
+    if len(idx) > max_sources:
+        idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_sources, replace=False))
+    enc = model.encode([events[i] for i in idx], progress=progress)
+    ref = {"z": enc.z.astype(np.float32)}
+    if labels and "kind_id" in labels:
+        ref["kind_id"] = np.asarray(labels["kind_id"])[idx].astype(np.int64)
+    return ref
 
 
 def fit_initialiser(items: Sequence[Prepared], z: np.ndarray, cfg: PPADConfig, *, steps: int = 1500,

@@ -43,6 +43,9 @@ KINDS = ("constant", "flare", "dip", "eclipse", "periodic", "qpe")
 CSC_BANDS = {"soft": (0.5, 1.2), "medium": (1.2, 2.0), "hard": (2.0, 7.0)}
 """Chandra Source Catalog science bands s, m, h (keV)."""
 
+N_GRID = 2048
+"""Time-grid size (over the span) on which intensities are tabulated for sampling and labels."""
+
 _KNOTS = (0.3, 0.5, 0.7, 0.9, 1.2, 1.6, 2.0, 2.8, 4.0, 5.5, 7.0, 8.0)
 
 
@@ -106,6 +109,7 @@ class SourceModel:
     rate: float = 1.0
     spectral_change: bool = False
     extra: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def shape(self, tau: np.ndarray) -> np.ndarray:
         """Relative intensity (n_tau, n_E) at normalised times τ (before the ``rate`` factor)."""
@@ -130,6 +134,13 @@ class SourceModel:
             return sq * (1 - p["cover"] * d)
         raise ValueError(f"unknown kind {self.kind!r}")
 
+    def grid_shape(self, n_grid: int = N_GRID) -> np.ndarray:
+        """:meth:`shape` on the τ grid (g + 0.5)/n_grid (cached): (n_grid, n_E)."""
+        key = ("grid", n_grid)
+        if key not in self._cache:
+            self._cache[key] = self.shape((np.arange(n_grid) + 0.5) / n_grid)
+        return self._cache[key]
+
     def intensity(self, times: np.ndarray) -> np.ndarray:
         """λ(t, E) in counts/s per bin of :data:`E_EDGES` at times t (s), shape (n_t, n_E)."""
         return self.rate * self.shape((np.asarray(times, dtype=np.float64) - self.tstart) / self.span)
@@ -145,14 +156,12 @@ class SourceModel:
         from .eventfile import in_gti
         return t[in_gti(t, self.gti)]
 
-    def expected_band_counts(self, edges: Sequence[float], n_grid: int = 4096) -> np.ndarray:
-        """Expected counts per band over the GTIs (frame sum on a fine time grid)."""
+    def expected_band_counts(self, edges: Sequence[float], n_grid: int = N_GRID) -> np.ndarray:
+        """Expected counts per band over the GTIs (sum over frames, rates on a fine τ grid)."""
         tf = self.frame_times()
-        grid = self.tstart + (np.arange(n_grid) + 0.5) / n_grid * self.span
-        rates = self.band_rates(grid, edges)
         w = np.bincount(np.clip(((tf - self.tstart) / self.span * n_grid).astype(int), 0, n_grid - 1),
                         minlength=n_grid) * self.frame_time
-        return w @ rates
+        return self.rate * (w @ self.grid_shape(n_grid)) @ band_matrix(edges)
 
     def labels(self) -> dict:
         """True CSC hardness ratios (expected counts over the GTIs) and band counts."""
@@ -162,11 +171,11 @@ class SourceModel:
                    expected_counts=float(c.sum()))
         return out
 
-    def sample(self, rng: np.random.Generator, n_grid: int = 4096) -> EventList:
+    def sample(self, rng: np.random.Generator, n_grid: int = N_GRID) -> EventList:
         """Draw one event list (frame-quantised times, energies in keV)."""
         tf = self.frame_times()
         grid_tau = (np.arange(n_grid) + 0.5) / n_grid
-        lam = self.rate * self.shape(grid_tau)                      # (G, E) counts/s per bin
+        lam = self.rate * self.grid_shape(n_grid)                   # (G, E) counts/s per bin
         tot = lam.sum(axis=1)
         tau_f = (tf - self.tstart) / self.span
         mu = np.interp(tau_f, grid_tau, tot) * self.frame_time
@@ -241,7 +250,7 @@ def random_gti(rng: np.random.Generator, span: float, tstart: float, frame_time:
 
 
 def random_source(rng: np.random.Generator, kind: str | None = None, *,
-                  counts: tuple[float, float] = (300.0, 5000.0),
+                  counts: tuple[float, float] = (500.0, 8000.0),
                   span: tuple[float, float] = (20e3, 120e3),
                   spectral_change: bool | None = None, frame_time: float = FRAME_TIME,
                   gap_prob: float = 0.4, **overrides) -> SourceModel:
@@ -273,16 +282,16 @@ def random_source(rng: np.random.Generator, kind: str | None = None, *,
         centres = rng.uniform(0, period) + k * period + rng.normal(0, 0.08 * period, k.size)
         p = dict(period=period, width=width, centres=centres.tolist(), amplitude=_logu(rng, 3.0, 30.0))
     elif kind == "periodic":
-        p = dict(period=_logu(rng, 0.04, 0.35), amplitude=rng.uniform(0.4, 0.9), phase=rng.uniform(0, 2 * np.pi))
+        p = dict(period=_logu(rng, 0.05, 0.3), amplitude=rng.uniform(0.5, 0.9), phase=rng.uniform(0, 2 * np.pi))
     elif kind == "eclipse":
         period = rng.uniform(0.2, 0.45)
-        duration = rng.uniform(0.03, 0.08)
+        duration = rng.uniform(0.04, 0.1)
         p = dict(period=period, phase=rng.uniform(0, period), duration=duration, ingress=0.15 * duration,
                  depth=rng.uniform(0.9, 1.0))
     elif kind == "dip":
-        n = int(rng.integers(1, 5))
-        p = dict(centres=rng.uniform(0.05, 0.95, n).tolist(), widths=rng.uniform(0.01, 0.04, n).tolist(),
-                 cover=rng.uniform(0.4, 0.8), dnh22=_logu(rng, 1.0, 20.0))
+        n = int(rng.integers(1, 4))
+        p = dict(centres=rng.uniform(0.08, 0.92, n).tolist(), widths=rng.uniform(0.02, 0.05, n).tolist(),
+                 cover=rng.uniform(0.5, 0.85), dnh22=_logu(rng, 2.0, 20.0))
     p.update(overrides)
     p = {k: (float(v) if isinstance(v, np.floating | float) else v) for k, v in p.items()}
     spec_q = powerlaw_spectrum(gamma, nh22)
@@ -291,8 +300,8 @@ def random_source(rng: np.random.Generator, kind: str | None = None, *,
                       extra=dict(gamma=gamma, nh22=nh22, dgamma=dgamma, n_expected=n_expected))
     band = (E_MID >= 0.5) & (E_MID < 7.0)
     tf = src.frame_times()
-    grid = (np.arange(4096) + 0.5) / 4096
-    tot = src.shape(grid)[:, band].sum(axis=1)
+    grid = (np.arange(N_GRID) + 0.5) / N_GRID
+    tot = src.grid_shape()[:, band].sum(axis=1)
     src.rate = n_expected / (np.interp((tf - tstart) / T, grid, tot).sum() * frame_time)
     return src
 

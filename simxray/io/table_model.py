@@ -97,6 +97,7 @@ class XspecTable:
     nxfltexp: int = 1
     xfxp: list[str] = field(default_factory=list)
     source_sha256: str = ""
+    header: dict = field(default_factory=dict)  # extra primary-header keywords
     _spectra: np.ndarray | None = field(default=None, repr=False)  # (S, M)
     _addsp: np.ndarray | None = field(default=None, repr=False)  # (NADD, S, M)
     _reader: object = field(default=None, repr=False)  # callable(rows, which) -> (U, M)
@@ -489,6 +490,11 @@ def _read_fits(path: Path, in_memory: bool | None) -> XspecTable:
         for c in ("PARAMVAL", "INTPSPEC") + tuple(f"ADDSP{j + 1:03d}" for j in range(nadd)):
             if c not in scols:
                 raise FileFormatError(f"missing column {c}", path=path, field="SPECTRA")
+        std = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "HDUNAME", "HDUCLASS", "HDUCLAS1", "HDUVERS",
+               "HDUVERS1", "MODLNAME", "MODLUNIT", "REDSHIFT", "ESCALE", "ADDMODEL", "LOELIMIT",
+               "HIELIMIT", "NXFLTEXP", "COMMENT", "HISTORY", ""}
+        extra_hdr = {k: hdr[k] for k in hdr if k not in std and not k.startswith("XFXP")
+                     and isinstance(hdr[k], (str, int, float, bool))}
         nx = int(hdr.get("NXFLTEXP", 1) or 1)
         xfxp = [str(hdr.get(f"XFXP{i + 1:04d}", "")) for i in range(nx)] if nx > 1 else []
         pv = np.asarray(sd["PARAMVAL"], dtype=float).reshape(len(sd), -1)
@@ -503,7 +509,7 @@ def _read_fits(path: Path, in_memory: bool | None) -> XspecTable:
             additive=_hdr_bool(hdr, "ADDMODEL", True), redshift=_hdr_bool(hdr, "REDSHIFT", False),
             escale=_hdr_bool(hdr, "ESCALE", False), loelimit=_hdr_float(hdr, "LOELIMIT"),
             hielimit=_hdr_float(hdr, "HIELIMIT"), params=params, addparams=addparams,
-            energ_lo=elo, energ_hi=ehi, paramval=pv, nxfltexp=nx, xfxp=xfxp)
+            energ_lo=elo, energ_hi=ehi, paramval=pv, nxfltexp=nx, xfxp=xfxp, header=extra_hdr)
         _check_energies(table)
         order = _row_order(table)
         nbytes = len(sd) * M * first.dtype.itemsize * (1 + nadd)
@@ -617,7 +623,7 @@ def write_fits_table(path: str | os.PathLike, name: str, params: list[TableParam
     prim = fits.PrimaryHDU()
     h = prim.header
     for k, v in (("HDUCLASS", "OGIP"), ("HDUCLAS1", "XSPEC TABLE MODEL"), ("HDUVERS", "1.2.0"),
-                 ("MODLNAME", name[:12]), ("MODLUNIT", unit[:12] if additive else ""),
+                 ("MODLNAME", name[:12]), ("MODLUNIT", unit if additive else ""),
                  ("REDSHIFT", bool(redshift)), ("ESCALE", bool(escale)), ("ADDMODEL", bool(additive))):
         h[k] = v
     if loelimit is not None:
@@ -672,16 +678,31 @@ def write_fits_table(path: str | os.PathLike, name: str, params: list[TableParam
 
 # ---------------------------------------------------------------------------
 # HDF5 conversion
-def convert_to_hdf5(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> Path:
+def convert_to_hdf5(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
+                    compression: str | None = None) -> Path:
     """Convert a FITS table model to the chunked HDF5 layout (atomic write)."""
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise SimxrayError("output exists; pass --overwrite to replace it", path=dst)
+    return write_hdf5(read_table(src, in_memory=True), dst, overwrite=True, compression=compression)
+
+
+def write_hdf5(t: XspecTable, dst: str | os.PathLike, overwrite: bool = False,
+               compression: str | None = None, extra=None, **prov) -> Path:
+    """Write a table in simxray's HDF5 layout (one spectrum per chunk), atomically.
+
+    ``compression`` ('gzip' adds the shuffle filter); ``extra(h5file)`` may add
+    groups (ignored by the reader); ``prov`` adds provenance fields.
+    """
     import h5py
 
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise SimxrayError("output exists; pass --overwrite to replace it", path=dst)
-    t = read_table(src, in_memory=True)
+    t.load()
     tmp = atomic_path(dst)
     M = t.n_energies
+    comp = dict(compression="gzip", compression_opts=6, shuffle=True) if compression == "gzip" else {}
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = HDF5_FORMAT
@@ -697,10 +718,13 @@ def convert_to_hdf5(src: str | os.PathLike, dst: str | os.PathLike, overwrite: b
                 f.attrs["hielimit"] = t.hielimit
             f.attrs["nxfltexp"] = t.nxfltexp
             f.attrs["xfxp"] = json.dumps(t.xfxp)
-            f.attrs["source_file"] = str(Path(src).resolve())
-            f.attrs["source_sha256"] = file_sha256(src)
-            f.attrs["provenance"] = json.dumps(provenance(source=str(Path(src).resolve()),
-                                                          source_sha256=file_sha256(src)))
+            f.attrs["header"] = json.dumps(t.header)
+            src = t.path if t.path.is_file() else None
+            f.attrs["source_file"] = str(src.resolve()) if src else ""
+            f.attrs["source_sha256"] = file_sha256(src) if src else ""
+            f.attrs["provenance"] = json.dumps(provenance(
+                source=str(src.resolve()) if src else None,
+                source_sha256=file_sha256(src) if src else None, **prov))
             g = f.create_group("parameters")
             for i, p in enumerate(t.params + t.addparams):
                 d = g.create_dataset(f"{i:03d}", data=np.asarray(p.values, dtype=float))
@@ -711,9 +735,11 @@ def convert_to_hdf5(src: str | os.PathLike, dst: str | os.PathLike, overwrite: b
             f.create_dataset("energ_lo", data=t.energ_lo)
             f.create_dataset("energ_hi", data=t.energ_hi)
             f.create_dataset("paramval", data=t.paramval)
-            f.create_dataset("spectra", data=t._spectra, chunks=(1, M))
+            f.create_dataset("spectra", data=t._spectra, chunks=(1, M), **comp)
             if t.addparams:
-                f.create_dataset("addsp", data=t._addsp, chunks=(1, 1, M))
+                f.create_dataset("addsp", data=t._addsp, chunks=(1, 1, M), **comp)
+            if extra is not None:
+                extra(f)
         os.replace(tmp, dst)
     finally:
         if tmp.exists():
@@ -750,7 +776,8 @@ def _read_hdf5(path: Path, in_memory: bool | None) -> XspecTable:
                 params=params, addparams=addparams, energ_lo=f["energ_lo"][()],
                 energ_hi=f["energ_hi"][()], paramval=f["paramval"][()],
                 nxfltexp=int(f.attrs.get("nxfltexp", 1)), xfxp=json.loads(f.attrs.get("xfxp", "[]")),
-                source_sha256=str(f.attrs.get("source_sha256", "")))
+                source_sha256=str(f.attrs.get("source_sha256", "")),
+                header=json.loads(f.attrs.get("header", "{}")))
             ds = f["spectra"]
             if ds.shape != (t.n_spectra, t.n_energies):
                 raise FileFormatError(f"spectra shape {ds.shape}; expected ({t.n_spectra}, {t.n_energies})",

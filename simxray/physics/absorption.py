@@ -57,11 +57,13 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.special import gamma as gamma_fn
 from scipy.special import gammainc
 
 from ..errors import ParameterError
 from ..models import Parameter, register
+from .integrate import BLOCK_ELEMENTS
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "absorption"
 
@@ -85,6 +87,8 @@ GRAIN_PL = 3.5
 
 _MAX_PIECE_RATIO = 1.02  # largest hi/lo of a quadrature sub-interval
 _GL2 = 1.0 / np.sqrt(3.0)  # 2-point Gauss-Legendre nodes at +-1/sqrt(3), weights 1
+_TAU_MAX = 700.0  # optical depths beyond are evaluated as 700 (exp(-700) = 1e-304) ...
+_T_MIN = 1e-300  # ... and transmissions below this at a node count as 0
 
 
 # ---------------------------------------------------------------------------
@@ -360,39 +364,88 @@ def bin_quadrature(edges: np.ndarray, breaks: np.ndarray) -> tuple[np.ndarray, n
     return nodes, w, starts
 
 
-_CACHE: OrderedDict[tuple[str, bytes], tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+class BinAverager:
+    """Bin averages ``sum(w * exp(-nh sig22))`` of :func:`bin_quadrature` nodes, vectorised.
+
+    The nodes are regrouped once: the first and second node of every bin (two arrays in
+    bin order) and the few extra nodes of bins split at an edge or into several pieces
+    (added per bin with ``index_add``).  An evaluation is then one multiply, one ``exp``
+    and one weighted sum per node and row, in float64 torch (``exp`` there is vectorised,
+    numpy's ``expm1`` is not), with no gather or scatter of the dominant two-node bins.
+    """
+
+    def __init__(self, sig22: np.ndarray, w: np.ndarray, starts: np.ndarray):
+        n_nodes, n_bins = sig22.size, starts.size
+        counts = np.diff(np.r_[starts, n_nodes])
+        if counts.size and counts.min() < 2:  # every bin has >= 1 piece of 2 GL nodes
+            raise ValueError("expected at least two quadrature nodes per bin")
+        extra = np.ones(n_nodes, dtype=bool)
+        extra[starts] = extra[starts + 1] = False
+        extra_idx = np.flatnonzero(extra)
+        order = np.r_[starts, starts + 1, extra_idx]
+        self.n_bins = n_bins
+        self.neg_sig = torch.from_numpy(-np.ascontiguousarray(sig22[order], dtype=np.float64))
+        self.w = torch.from_numpy(np.ascontiguousarray(w[order], dtype=np.float64))
+        self.extra_bin = torch.from_numpy(np.repeat(np.arange(n_bins), counts - 2))
+
+    def __call__(self, nh: np.ndarray) -> np.ndarray:
+        """Bin averages of exp(-nh sig22) for nh (B, 1) -> (B, N), clipped to [0, 1]."""
+        nh = np.ascontiguousarray(np.asarray(nh, dtype=np.float64).reshape(-1, 1))
+        B, n = nh.shape[0], self.n_bins
+        out = torch.empty((B, n), dtype=torch.float64)
+        chunk = max(1, BLOCK_ELEMENTS // max(self.w.numel(), 1))
+        nh_t = torch.from_numpy(nh)
+        buf = torch.empty((min(chunk, B), self.w.numel()), dtype=torch.float64)
+        for i in range(0, B, chunk):
+            t = torch.mul(nh_t[i:i + chunk], self.neg_sig, out=buf[: min(chunk, B - i)])  # -tau
+            # exp is ~10x slower where it underflows (tau > 708): evaluate e^-700 = 1e-304
+            # there, and set node values below 1e-300 to 0 (no denormals downstream)
+            t.clamp_(min=-_TAU_MAX).exp_()
+            torch.nn.functional.threshold_(t, _T_MIN, 0.0)
+            t.mul_(self.w)
+            o = out[i:i + chunk]
+            torch.add(t[:, :n], t[:, n:2 * n], out=o)
+            if self.extra_bin.numel():
+                o.index_add_(1, self.extra_bin, t[:, 2 * n:])
+        out.clamp_(max=1.0)
+        zero = nh[:, 0] == 0.0
+        if zero.any():  # no absorber: exactly 1 (the weights sum to 1 only to rounding)
+            out[torch.from_numpy(zero)] = 1.0
+        return out.numpy()
+
+
+_CACHE: OrderedDict[tuple[str, bytes], BinAverager] = OrderedDict()
 _CACHE_SIZE = 32
 
 
-def _nodes_sigma(model: str, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _averager(model: str, edges: np.ndarray) -> BinAverager:
     key = (model, np.ascontiguousarray(edges, dtype=float).tobytes())
     hit = _CACHE.get(key)
     if hit is not None:
-        _CACHE.move_to_end(key)
+        try:
+            _CACHE.move_to_end(key)
+        except KeyError:  # evicted by another thread meanwhile
+            pass
         return hit
     nodes, w, starts = bin_quadrature(edges, model_edges(model))
-    val = (CROSS_SECTIONS[model](nodes) * 1e22, w, starts)
+    val = BinAverager(CROSS_SECTIONS[model](nodes) * 1e22, w, starts)
     _CACHE[key] = val
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    while len(_CACHE) > _CACHE_SIZE:
+        try:
+            _CACHE.popitem(last=False)
+        except KeyError:
+            break
     return val
 
 
 def _average(sig22: np.ndarray, w: np.ndarray, starts: np.ndarray, nh: np.ndarray) -> np.ndarray:
-    """Bin averages of exp(-nh sig22) for nh (B, 1) -> (B, N), in row chunks."""
-    out = np.empty((nh.shape[0], starts.size))
-    chunk = max(1, 4_000_000 // max(sig22.size, 1))
-    for i in range(0, nh.shape[0], chunk):
-        # 1 + <exp(-tau) - 1>: exactly 1 for nH = 0 and accurate for small tau
-        t = np.expm1(-nh[i:i + chunk] * sig22[None, :]) * w[None, :]
-        out[i:i + chunk] = 1.0 + np.add.reduceat(t, starts, axis=1)
-    return np.clip(out, 0.0, 1.0)
+    """Bin averages of exp(-nh sig22) for nh (B, 1) -> (B, N)."""
+    return BinAverager(sig22, w, starts)(nh)
 
 
 def transmission(edges: np.ndarray, nH: np.ndarray, model: str = "tbabs") -> np.ndarray:
     """Bin-averaged transmission exp(-nH sigma) on edges (keV); nH (B, 1) in 1e22 cm^-2 -> (B, N)."""
-    sig22, w, starts = _nodes_sigma(model.lower(), np.asarray(edges, dtype=float))
-    return _average(sig22, w, starts, np.asarray(nH, dtype=float).reshape(-1, 1))
+    return _averager(model.lower(), np.asarray(edges, dtype=float))(nH)
 
 
 # Redshifted variants: sigma(E (1 + z)) from a table of sigma E^2.5 on a log grid (4000 points

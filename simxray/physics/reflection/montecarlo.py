@@ -36,6 +36,13 @@ photon flux in incident bin ``k_in`` (pexrav's R = 1): with the fraction f of
 incident photons escaping into a cone dmu, G = f / dmu (so a Lambertian reflector
 of photon albedo a gives G = 2 a mu).  A primary spectrum N_k (photons/cm^2/s per
 bin, as seen directly) reflects into ``S[mu] = N @ G[mu]``.
+
+The default table (:func:`build_table`) stores ``S[mu] / mu`` (an intensity-like
+quantity, as xillver tables store angle-resolved intensities) for a primary with
+relxill's normalisation (norm = 1: 496.7 keV/cm^2/s in 0.1-1000 keV), on the
+parameter grid Gamma x A_Fe x Ecut x Incl (no logXi axis: the slab is neutral;
+ionised reflection needs an official xillver table).  The xillver model multiplies
+by cos(Incl), so refl_frac = 1 is pexrav's R = 1.
 """
 
 from __future__ import annotations
@@ -161,10 +168,28 @@ class Opacity:
         self.f_fek = np.divide(fek, absn, out=np.zeros(self.n), where=absn > 0)
         self.f_nik = np.divide(nik, absn, out=np.zeros(self.n), where=absn > 0)
         self._lnk = np.log(self.kabs + self.kes)
+        self._dln = self.lnE[1] - self.lnE[0]
+        # lowest opacity a photon of energy E can reach in one Compton scattering
+        ktot = self.kabs + self.kes
+        lo = np.searchsorted(self.lnE, self.lnE - np.log1p(2 * E / ME_C2))
+        cmin = np.minimum.accumulate(ktot[::-1])[::-1]  # min over j >= i
+        self._kfloor = np.array([ktot[a:i + 1].min() if i - a < 64 else
+                                 min(ktot[a:i + 1].min(), cmin[a]) for i, a in enumerate(lo)])
+
+    def ln_total(self, lnE: np.ndarray) -> np.ndarray:
+        """ln of the total opacity at ln E (uniform-grid linear interpolation)."""
+        x = np.clip((lnE - self.lnE[0]) / self._dln, 0.0, self.n - 1.000001)
+        i = x.astype(np.int64)
+        f = x - i
+        return self._lnk[i] * (1 - f) + self._lnk[i + 1] * f
 
     def total(self, E: np.ndarray) -> np.ndarray:
         """Total opacity (absorption + Compton) per H atom, 1e-24 cm^2."""
-        return np.exp(np.interp(np.log(E), self.lnE, self._lnk))
+        return np.exp(self.ln_total(np.log(E)))
+
+    def floor(self, E: np.ndarray) -> np.ndarray:
+        """Lower bound of the total opacity after one scattering of a photon of energy E."""
+        return np.interp(np.log(E), self.lnE, self._kfloor)
 
     def parts(self, E: np.ndarray) -> tuple[np.ndarray, ...]:
         """(kappa_abs, kappa_es, Fe K fraction, Ni K fraction of absorptions)."""
@@ -216,7 +241,7 @@ class Transport:
     """Vectorised photon-packet transport in the slab for one composition."""
 
     def __init__(self, opacity: Opacity, edges: np.ndarray, mu_bins: np.ndarray = MU_BINS,
-                 z_edges: np.ndarray | None = None, n_phi: int = 8, w_min: float = 1e-3):
+                 z_edges: np.ndarray | None = None, n_phi: int = 6, w_min: float = 5e-3):
         self.op = opacity
         self.edges = np.asarray(edges, dtype=float)
         self.lne0 = np.log(self.edges[0])
@@ -228,6 +253,7 @@ class Transport:
         self.z_edges = (np.concatenate([[0.0], np.geomspace(1e-5, 100.0, 57)])
                         if z_edges is None else np.asarray(z_edges, float))
         self.phi = (np.arange(n_phi) + 0.5) * np.pi / n_phi  # azimuth average on [0, pi]
+        self._cphi = np.cos(self.phi)[None, None, :]
         self.w_min = w_min
         self.lines = line_data()
 
@@ -236,16 +262,22 @@ class Transport:
 
     def _peel(self, t: Tally, src, E, z, mu, w) -> None:
         """Next-event estimate of escape towards every tallied cosine (azimuth average)."""
+        # collisions too deep to matter for any cosine (escape < e^-25) are skipped
+        near = self.op.floor(E) * z < 25.0 * self.mu.max()
+        if not np.all(near):
+            src, E, z, mu, w = src[near], E[near], z[near], mu[near], w[near]
+        if not E.size:
+            return
         sin_in = np.sqrt(np.clip(1 - mu**2, 0, None))
         mub = self.mu[None, :, None]
-        cos_t = mu[:, None, None] * mub + sin_in[:, None, None] * np.sqrt(1 - mub**2) * np.cos(self.phi)[None, None, :]
+        cos_t = mu[:, None, None] * mub + sin_in[:, None, None] * (np.sqrt(1 - mub**2) * self._cphi)
         eps = (E / ME_C2)[:, None, None]
         p, r = kn_angular(cos_t, eps)
-        E2 = E[:, None, None] * r
-        esc = np.exp(-self.op.total(E2) * z[:, None, None] / mub)
+        lnE2 = np.log(E)[:, None, None] + np.log(r)
+        esc = np.exp(-np.exp(self.op.ln_total(lnE2)) * z[:, None, None] / mub)
         val = (w[:, None, None] / self.phi.size) * p * esc
-        kb = self._ebin(E2)
-        ok = (kb >= 0) & (kb < self.n_out)
+        kb = np.floor((lnE2 - self.lne0) / self.dlne).astype(np.int64)
+        ok = (kb >= 0) & (kb < self.n_out) & (val > 0)
         mu_idx = np.broadcast_to(np.arange(self.mu.size)[None, :, None], kb.shape)
         s_idx = np.broadcast_to(src[:, None, None], kb.shape)
         flat = (mu_idx[ok] * t.n_src + s_idx[ok]) * self.n_out + kb[ok]
@@ -335,16 +367,22 @@ def simulate(a_fe: float, edges: np.ndarray, photons_per_bin: int, seed: int,
     nz = tr.z_edges.size - 1
     tc = Tally(mu_bins.size, n_in, n_in, n_in)
     tc.births = np.zeros((len(tr.lines), n_in, nz))
-    # incident packets: log-uniform energies inside each bin, cosines uniform in (0, 1]
-    src_all = np.repeat(np.arange(n_in), photons_per_bin)
-    rng.shuffle(src_all)
+    # incident packets: log-uniform energies inside each bin, cosines uniform in (0, 1],
+    # first-collision depth exponential; all three stratified within each bin
+    N = photons_per_bin
+    src_all = np.repeat(np.arange(n_in), N)
+    strata = [(rng.permuted(np.tile(np.arange(N), (n_in, 1)), axis=1).ravel() + rng.random(n_in * N)) / N
+              for _ in range(3)]
+    order = rng.permutation(src_all.size)
+    src_all = src_all[order]
+    u_e, u_mu, u_z = (x[order] for x in strata)
     for i0 in range(0, src_all.size, batch):
-        src = np.sort(src_all[i0:i0 + batch])
-        lnE = np.log(edges[src]) + rng.random(src.size) * np.log(edges[src + 1] / edges[src])
-        E = np.exp(lnE)
-        mu = -(1.0 - rng.random(src.size))
+        sl = slice(i0, i0 + batch)
+        src = src_all[sl]
+        E = np.exp(np.log(edges[src]) + u_e[sl] * np.log(edges[src + 1] / edges[src]))
+        mu = -(1.0 - u_mu[sl])
         # first flight: straight down, always collides
-        z = -np.log1p(-rng.random(src.size)) / op.total(E) * (-mu)
+        z = -np.log1p(-u_z[sl]) / op.total(E) * (-mu)
         tr.run(tc, src, E, z, mu, np.ones(src.size), rng, first_move=False)
         if progress:
             progress(min(i0 + batch, src_all.size), src_all.size)
@@ -352,7 +390,7 @@ def simulate(a_fe: float, edges: np.ndarray, photons_per_bin: int, seed: int,
     # mean incident energy per bin (log-uniform sampling)
     e_mean = (edges[1:] - edges[:-1]) / np.log(edges[1:] / edges[:-1])
     # line transport from each birth-depth bin
-    nl = line_photons_per_depth or max(2000, photons_per_bin)
+    nl = line_photons_per_depth or max(200, photons_per_bin)
     G_lines = np.zeros((mu_bins.size, n_in, n_in))
     line_escape = np.zeros((len(tr.lines), n_in))
     for j, (_, El, _, _) in enumerate(tr.lines):
@@ -366,8 +404,9 @@ def simulate(a_fe: float, edges: np.ndarray, photons_per_bin: int, seed: int,
         # direct (unscattered) escape, isotropic emission: 1/(4 pi) per steradian
         kb = tr._ebin(np.array([El]))[0]
         direct = np.exp(-op.total(np.array([El]))[0] * z[:, None] / mu_bins[None, :]) / (4 * np.pi)
-        for b in range(mu_bins.size):
-            tl.peel[b, :, kb] += np.bincount(src, weights=direct[:, b], minlength=nz)
+        if 0 <= kb < n_in:
+            for b in range(mu_bins.size):
+                tl.peel[b, :, kb] += np.bincount(src, weights=direct[:, b], minlength=nz)
         tr.run(tl, src, E, z, mu, np.ones(src.size), rng, births=False, first_move=True)
         Lj = tl.peel / nl  # (n_mu, nz, n_out) per born photon, per steradian
         bj = tc.births[j] / n  # (n_in, nz) per incident photon
@@ -387,23 +426,169 @@ def simulate(a_fe: float, edges: np.ndarray, photons_per_bin: int, seed: int,
 RELXILL_EFLUX_KEV = 1e-5 / (4 * np.pi) / 1.602176634e-9
 
 
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(12)
+_BAND_EDGES = np.geomspace(0.1, 1000.0, 241)
+
+
+def _log_integral(lo: np.ndarray, hi: np.ndarray, gamma: np.ndarray, ecut: np.ndarray,
+                  power: float) -> np.ndarray:
+    """int_lo^hi E^(power - gamma) exp(-E/Ecut) dE per bin; lo, hi (B, N); gamma, ecut (B, 1)."""
+    a, b = np.log(lo), np.log(hi)
+    half = 0.5 * (b - a)
+    t = half[..., None] * _GL_X + (0.5 * (b + a))[..., None]
+    e = np.exp(t)
+    f = np.exp((power + 1.0 - gamma[..., None]) * t - e / ecut[..., None])  # dE = E dlnE
+    return (f @ _GL_W) * half
+
+
+def primary_batch(edges: np.ndarray, gamma, ecut, eflux_kev: float = RELXILL_EFLUX_KEV,
+                  band: tuple[float, float] = (0.1, 1000.0)) -> np.ndarray:
+    """Photons/cm^2/s per bin (B, N) of E^-gamma exp(-E/Ecut) carrying ``eflux_kev`` in ``band``.
+
+    ``edges`` (N+1,) or (B, N+1) keV; ``gamma``, ``ecut`` scalars or (B,).
+    """
+    edges = np.asarray(edges, float)
+    g = np.atleast_1d(np.asarray(gamma, float)).reshape(-1, 1)
+    ec = np.atleast_1d(np.asarray(ecut, float)).reshape(-1, 1)
+    B = max(g.shape[0], ec.shape[0], edges.shape[0] if edges.ndim == 2 else 1)
+    g, ec = np.broadcast_to(g, (B, 1)), np.broadcast_to(ec, (B, 1))
+    e2 = np.broadcast_to(edges if edges.ndim == 2 else edges[None, :], (B, edges.shape[-1]))
+    n = _log_integral(e2[:, :-1], e2[:, 1:], g, ec, 0.0)
+    bl = _BAND_EDGES if band == (0.1, 1000.0) else np.geomspace(band[0], band[1], 241)
+    eflux = _log_integral(bl[None, :-1], bl[None, 1:], g, ec, 1.0).sum(axis=1)
+    return n * (eflux_kev / eflux)[:, None]
+
+
 def primary_photons(edges: np.ndarray, gamma: float, ecut: float, eflux_kev: float = RELXILL_EFLUX_KEV,
                     band: tuple[float, float] = (0.1, 1000.0)) -> np.ndarray:
     """Photons/cm^2/s per bin of E^-gamma exp(-E/Ecut) carrying ``eflux_kev`` keV/cm^2/s in ``band``."""
-    def integ(lo, hi, power):
-        x, wq = np.polynomial.legendre.leggauss(16)
-        a, b = np.log(lo), np.log(hi)
-        t = 0.5 * (b - a)[..., None] * x + 0.5 * (b + a)[..., None]
-        e = np.exp(t)
-        f = e ** (power - gamma) * np.exp(-e / ecut) * e  # d E = E d ln E
-        return (f * wq).sum(-1) * 0.5 * (b - a)
-
-    n = integ(edges[:-1], edges[1:], 0.0)
-    bl = np.geomspace(band[0], band[1], 401)
-    eflux = integ(bl[:-1], bl[1:], 1.0).sum()
-    return n * eflux_kev / eflux
+    return primary_batch(edges, gamma, ecut, eflux_kev, band)[0]
 
 
 def reflect(G: np.ndarray, edges: np.ndarray, gamma: float, ecut: float) -> np.ndarray:
     """Reflected photons/cm^2/s per bin (n_mu, n_out) for a relxill-normalised primary."""
     return np.einsum("k,mko->mo", primary_photons(edges, gamma, ecut), G)
+
+
+# ---------------------------------------------------------------------------
+# the default table (xillver layout without logXi)
+TABLE_EDGES = np.geomspace(0.05, 1000.0, 451)
+TABLE_GAMMA = np.round(np.arange(1.0, 3.4001, 0.2), 6)
+TABLE_AFE = np.array([0.5, 1.0, 2.0, 5.0, 10.0])
+TABLE_ECUT = np.array([5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 1000.0])
+TABLE_NAME = "xillver_mc"
+
+
+def round_mantissa(x: np.ndarray, keep_bits: int = 12) -> np.ndarray:
+    """float32 rounded to ``keep_bits`` mantissa bits (relative error <= 2^-(keep_bits+1)).
+
+    Far below the Monte Carlo noise (~1 %); lets gzip shrink the shipped table.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    drop = 23 - keep_bits
+    u = x.view(np.uint32).astype(np.uint64)
+    u = ((u + (1 << (drop - 1))) >> drop) << drop
+    return u.astype(np.uint32).view(np.float32)
+
+
+def table_incl() -> np.ndarray:
+    """The xillver inclinations (deg), ascending: arccos(0.95, 0.85, ..., 0.05)."""
+    return np.degrees(np.arccos(MU_BINS))
+
+
+def build_table(out, photons_per_bin: int = 1500, seed: int = 20251, a_fe=TABLE_AFE,
+                gammas=TABLE_GAMMA, ecuts=TABLE_ECUT, edges=TABLE_EDGES, fits_out=None,
+                overwrite: bool = False, cache_dir=None, progress=None):
+    """Run the Monte Carlo for each A_Fe and write the default reflection table.
+
+    Writes ``out`` in simxray's HDF5 table layout (gzip; group ``montecarlo`` holds
+    the photon budget) and, if given, ``fits_out`` as an OGIP XSPEC additive table
+    (parameters Gamma, A_Fe, Ecut, Incl; last fastest).  ``cache_dir`` keeps each
+    A_Fe's Green's functions (``.npz``) so an interrupted build resumes.
+    Returns the HDF5 path.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    from ... import __version__
+    from ...errors import SimxrayError
+    from ...io.table_model import TableParameter, read_table, write_fits_table, write_hdf5
+    from ...provenance import atomic_path
+
+    out = Path(out)
+    for p in (out, fits_out):
+        if p is not None and Path(p).exists() and not overwrite:
+            raise SimxrayError("output exists; pass --overwrite to replace it", path=p)
+    edges = np.asarray(edges, float)
+    greens = []
+    for a in a_fe:
+        cache = None
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            cache = Path(cache_dir) / f"green_afe{a:g}_n{photons_per_bin}_s{seed}_b{edges.size - 1}.npz"
+        if cache is not None and cache.is_file():
+            with np.load(cache) as d:
+                g = GreenFunctions(**{k: (d[k] if d[k].ndim else d[k].item()) for k in d.files})
+        else:
+            cb = (lambda i, n, _a=a: progress(f"A_Fe={_a:g}: {i}/{n} packets")) if progress else None
+            g = simulate(float(a), edges, photons_per_bin, seed, progress=cb)
+            if cache is not None:
+                tmp = atomic_path(cache).with_suffix(".npz")
+                np.savez(tmp, **g.__dict__)
+                os.replace(tmp, cache)
+        greens.append(g)
+    incl = table_incl()
+    spectra = np.empty((len(gammas), len(a_fe), len(ecuts), incl.size, edges.size - 1))
+    for i, gam in enumerate(gammas):
+        for k, ec in enumerate(ecuts):
+            n = primary_photons(edges, gam, ec)
+            for j, g in enumerate(greens):
+                # intensity-like, as xillver: reflected flux (R = 1) per unit cos(i)
+                spectra[i, j, k] = np.einsum("k,mko->mo", n, g.G) / MU_BINS[:, None]
+    params = [
+        TableParameter("Gamma", 0, 2.0, 0.01, 1.0, 1.0, 3.4, 3.4, np.asarray(gammas, float)),
+        TableParameter("A_Fe", 1, 1.0, 0.01, 0.5, 0.5, 10.0, 10.0, np.asarray(a_fe, float)),
+        TableParameter("Ecut", 1, 300.0, 1.0, 5.0, 5.0, 1000.0, 1000.0, np.asarray(ecuts, float)),
+        TableParameter("Incl", 0, 30.0, 0.1, 0.0, float(incl[0]), float(incl[-1]), 90.0, incl),
+    ]
+    header = {
+        "SXGEOM": "isotropic source above neutral slab, R=1",
+        "SXNORM": "primary: relxill norm=1 (4.967e2 keV/cm2/s 0.1-1000 keV)",
+        "SXUNITS": "reflected ph/cm2/s/bin for R=1, divided by cos(Incl)",
+        "SXABUND": "Grevesse & Sauval 1998",
+        "SXXSECT": "xraylib CS_Photo; Klein-Nishina",
+        "SXPHOT": int(photons_per_bin), "SXSEED": int(seed), "SXVER": __version__,
+    }
+    spectra = round_mantissa(spectra.astype(np.float32))
+    fits_path = Path(fits_out) if fits_out is not None else atomic_path(out).with_suffix(".fits")
+    write_fits_table(fits_path, TABLE_NAME, params, edges[:-1], edges[1:],
+                     spectra.reshape(-1, edges.size - 1), header=header, overwrite=True)
+    try:
+        table = read_table(fits_path, in_memory=True)
+
+        def extra(f):
+            g = f.create_group("montecarlo")
+            g.attrs["photons_per_bin"] = photons_per_bin
+            g.attrs["seed"] = seed
+            g.attrs["lines"] = json.dumps(line_data())
+            g.attrs["abundances"] = json.dumps({str(k): v for k, v in ABUNDANCES_GS98.items()})
+            g.attrs["note"] = ("photon budget per incident photon of each incident bin: escaped + "
+                               "absorbed + lost - roulette = 1; G = reflected flux per direct flux "
+                               "(R=1 isotropic source)")
+            g.create_dataset("a_fe", data=np.asarray(a_fe, float))
+            g.create_dataset("edges", data=edges)
+            g.create_dataset("mu", data=MU_BINS)
+            for key in ("escaped", "escaped_energy", "absorbed", "lost", "roulette", "line_births",
+                        "line_escape"):
+                g.create_dataset(key, data=np.stack([getattr(x, key) for x in greens]))
+            # the G summed over output energy (angular photon albedo per incident bin)
+            g.create_dataset("albedo_mu", data=np.stack([x.G.sum(-1) for x in greens]))
+
+        write_hdf5(table, out, overwrite=True, compression="gzip", extra=extra,
+                   montecarlo={"photons_per_bin": photons_per_bin, "seed": seed,
+                               "a_fe": [float(a) for a in a_fe]})
+    finally:
+        if fits_out is None and fits_path.exists():
+            fits_path.unlink()
+    return out

@@ -14,7 +14,8 @@ Kernel for other layers (the relxill reflection model uses it)::
             xillver bins equal in mu_e (bin i: 1 - (i+1)/10 <= mu_e < 1 - i/10,
             i.e. bin 0 is mu = 0.95, face-on), shape (B, 10, N); the bins sum to
             the n_mu=None profile (total 1 over bins and energies).
-    emissivity  optional callable eps(r) -> (B, R) replacing the broken power law.
+    emissivity  optional callable eps(r, rows) -> (B', R) replacing the broken power law
+            (r: (B', R) radii in rg for batch rows ``rows``, a slice).
 
 Physics: photon flux from a ring of radius r into an interval of the chi
 parametrisation of g (g* = (1 - cos chi)/2) is pi r eps(r) L(mu_e) g^2 f dr dchi
@@ -28,6 +29,8 @@ relxill (relline sums to norm).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ...errors import ParameterError
@@ -35,8 +38,8 @@ from ...models import Parameter, check_edges, register
 from . import kerr
 from .transfer import load_table
 
-N_FINE = 160           # radial nodes between Rin and Rout
-CONV_BINS_PER_DEX = 500  # relconv internal log grid density (relxill: ~4096 over 6.8 dex)
+N_FINE = 64            # radial nodes between Rin and Rout
+CONV_BINS_PER_DEX = 1000  # relconv internal log grid density (relxill: ~4096 over 6.8 dex)
 
 __all__ = ["kernel", "resolve_radii", "relline", "relconv", "relline_lp", "line_profile"]
 
@@ -100,14 +103,16 @@ def broken_power_law(r: np.ndarray, q1, q2, rbr) -> np.ndarray:
 # tent deposition: each mesh triangle's photons integrated exactly over bins
 
 def _edge_index(x: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Index of the first edge > p (0..N+1); analytic for log-uniform edges."""
+    """Index of the first edge > p (0..N+1); analytic for log-uniform edges (p > 0)."""
     lx = np.log(x)
     d = np.diff(lx)
     if d.size > 1 and np.ptp(d) < 1e-9 * d.mean():
         # a kink within roundoff of an edge contributes ~0 there: the index may round either way
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = np.floor((np.log(p) - lx[0]) / d.mean()) + 1.0
-        return np.clip(np.nan_to_num(k, nan=0.0, neginf=0.0), 0, x.size).astype(np.intp)
+        k = np.log(np.maximum(p, 1e-300))
+        k -= lx[0] - d.mean()
+        k *= 1.0 / d.mean()
+        np.clip(k, 0.0, x.size, out=k)
+        return k.astype(np.intp)
     return np.searchsorted(x, p, side="right")
 
 
@@ -118,43 +123,35 @@ def _deposit(edges: np.ndarray, gc, ha, hb, w, rows, n_rows: int, lo_r, hi_r) ->
     (energy change across the cell along each mesh direction, halved) spreads
     its photons w over gc + u ha + v hb, u, v uniform in [-1, 1]: a trapezoid
     density (exact for a parallelogram map).  Its cumulative is a sum of terms
-    q2 (x-p)^2 + q1 (x-p) for x > p at four kinks p; accumulated with cumulative
-    sums over the edge nodes it is exact at every node (no sampling).  Narrow
-    cells (below 1e-4 relative) use the exact limits (box or delta).
+    q (x - p)^2 for x > p at its four kinks p (q = +-c/2); accumulated with
+    cumulative sums over the edge nodes it is exact at every node (no
+    sampling).  Extents are floored at 5e-5 of the energy (far below any bin).
     lo_r, hi_r (n_rows,) bound each row's support (outside: cumulative 0 or total).
     Returns (n_rows, N) photons per bin.  All inputs are flat arrays.
     """
     x = edges
     n1 = x.size
-    big = np.maximum(np.abs(ha), np.abs(hb))
-    small = np.minimum(np.abs(ha), np.abs(hb))
-    eps = 0.5e-4 * np.abs(gc)
-    box = small < eps                      # ramp width negligible: uniform box of width 2*big
-    dlt = big < eps                        # negligible width: all photons at gc
-    lo = gc - big - small
-    M, m = 2.0 * big, 2.0 * small
-    hgt = w / np.where(dlt, 1.0, M)       # plateau density
-    c = np.where(box, 0.0, hgt / np.where(box, 1.0, m))
-    s = np.where(box & ~dlt, hgt, 0.0)
-    # kinks at lo, lo+m, lo+M, lo+m+M: quadratic q2 = +-c/2, linear q1 = +-s (box)
-    p = np.concatenate([lo, lo + m, lo + M, lo + m + M])
-    q2 = np.concatenate([0.5 * c, -0.5 * c, -0.5 * c, 0.5 * c])
-    q1 = np.concatenate([s, np.zeros_like(s), -s, np.zeros_like(s)])
-    # deltas: a unit step of the cumulative at gc (placed at the first kink)
-    q0 = np.concatenate([np.where(dlt, w, 0.0), np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)])
-    p = np.where(np.tile(dlt, 4), np.tile(gc, 4), p)
+    eps = 5e-5 * gc
+    aa, ab = np.abs(ha), np.abs(hb)
+    M = 2.0 * np.maximum(np.maximum(aa, ab), eps)
+    m = 2.0 * np.maximum(np.minimum(aa, ab), eps)
+    lo = gc - 0.5 * (M + m)
+    hc = (0.5 * w) / (M * m)               # c/2: plateau w/M reached over a ramp of width m
     ctr = 0.5 * (lo_r + hi_r)
+    # kinks at lo, lo+m, lo+M, lo+m+M with coefficients +c/2, -c/2, -c/2, +c/2
+    p = np.concatenate([lo, lo + m, lo + M, lo + m + M])
+    q = np.concatenate([hc, -hc, -hc, hc])
     rows4 = np.tile(rows, 4)
-    node = _edge_index(x, p)
+    idx = rows4 * (n1 + 1) + _edge_index(x, p)
     ps = p - ctr[rows4]
-    idx = rows4 * (n1 + 1) + node
     size = n_rows * (n1 + 1)
 
     def acc(v):
         return np.cumsum(np.bincount(idx, v, minlength=size).reshape(n_rows, n1 + 1)[:, :n1], axis=1)
 
+    qp = q * ps
     xs = x[None, :] - ctr[:, None]
-    C = (acc(q2) * xs + acc(q1 - 2.0 * q2 * ps)) * xs + acc((q2 * ps - q1) * ps + q0)
+    C = (acc(q) * xs - 2.0 * acc(qp)) * xs + acc(qp * ps)
     tot = np.bincount(rows, w, minlength=n_rows)
     C = np.where(x[None, :] >= hi_r[:, None], tot[:, None], C)
     C = np.where(x[None, :] <= lo_r[:, None], 0.0, C)
@@ -164,19 +161,54 @@ def _deposit(edges: np.ndarray, gc, ha, hb, w, rows, n_rows: int, lo_r, hi_r) ->
 # ---------------------------------------------------------------------------
 # the kernel
 
+def _threads() -> int:
+    """Worker threads for batched profiles: $SIMXRAY_THREADS, else min(2, CPUs)."""
+    env = os.environ.get("SIMXRAY_THREADS")
+    if env and env.strip().isdigit():
+        return max(1, int(env))
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+_POOL: dict = {}
+
+
 def line_profile(edges, a, incl_deg, rin, rout, emis_fn, limb, scale, n_mu=None,
-                 n_fine: int = N_FINE, table=None) -> np.ndarray:
+                 n_fine: int = N_FINE, table=None, threads: int | None = None) -> np.ndarray:
     """Unnormalised photon line profile on ``edges`` (energy = g * scale).
 
-    a, incl_deg, rin, rout, limb, scale: (B,); emis_fn(r (B, R)) -> (B, R).
-    Returns (B, N) or (B, n_mu, N).
+    a, incl_deg, rin, rout, limb, scale: (B,); ``emis_fn(r, rows)`` returns the
+    emissivity (B', R) on radii r (B', R) (rg) for the batch rows ``rows`` (a
+    slice).  Large batches are split over ``threads`` worker threads (numpy
+    releases the GIL in its array loops).  Returns (B, N) or (B, n_mu, N).
     """
     tab = table if table is not None else load_table()
     a = _col(a)
     B = a.size
+    nthr = threads if threads is not None else _threads()
+    if nthr > 1 and B >= 32:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = _POOL.get(nthr)
+        if pool is None:
+            pool = _POOL[nthr] = ThreadPoolExecutor(nthr, thread_name_prefix="simxray-relline")
+        inc, ri, ro, lb, sc = (_col(x, B) for x in (incl_deg, rin, rout, limb, scale))
+        bounds = np.linspace(0, B, nthr + 1).astype(int)
+
+        def work(k):
+            sl = slice(bounds[k], bounds[k + 1])
+            off = sl.start
+
+            def emis_k(r, rows, _sl=sl, _off=off):
+                return emis_fn(r, slice(_off + rows.start, _off + rows.stop))
+
+            return line_profile(edges, a[sl], inc[sl], ri[sl], ro[sl], emis_k, lb[sl], sc[sl], n_mu=n_mu,
+                                n_fine=n_fine, table=tab, threads=1)
+
+        return np.concatenate(list(pool.map(work, range(nthr))), axis=0)
     incl = _col(incl_deg, B)
     rin, rout, limb, scale = (_col(x, B) for x in (rin, rout, limb, scale))
-    gmin_t, gmax_t, trf_t, cos_t = tab.interpolate(a, np.cos(np.radians(incl)))
+    branches = n_mu is not None or bool(np.any(np.rint(limb) != 0))
+    gmin_t, gmax_t, trf_t, cos_t = tab.interpolate(a, np.cos(np.radians(incl)), branches=branches)
     nt = tab.n_r
     # fine radial grid (log) and linear interpolation in the table's log-radius index
     xf = np.linspace(0.0, 1.0, n_fine)
@@ -200,14 +232,16 @@ def line_profile(edges, a, incl_deg, rin, rout, emis_fn, limb, scale, n_mu=None,
         return sum(wk.reshape(sh) * arr[bi, ik] for wk, ik in zip(wts, idx, strict=True))
 
     gmin, gmax = lin(gmin_t), lin(gmax_t)                                    # (B, R)
-    trf, mu = lin(trf_t), lin(cos_t)                                         # (B, R, J, 2)
+    trf = lin(trf_t)                                  # (B, R, J, 2), or (B, R, J) summed over branches
+    mu = lin(cos_t) if branches else None
     chi = tab.chi
     gstar = 0.5 * (1.0 - np.cos(chi))
     g = gmin[..., None] + (gmax - gmin)[..., None] * gstar                   # (B, R, J)
-    eps = emis_fn(r)                                                         # (B, R)
-    v = (np.pi * r * eps)[..., None, None] * (g * g)[..., None] * trf      # (B, R, J, 2)
-    if np.any(np.rint(limb) != 0):
-        v = v * limb_law(mu, limb[:, None, None, None])
+    eps = emis_fn(r, slice(0, B))                                            # (B, R)
+    if branches:
+        v = (np.pi * r * eps)[..., None, None] * (g * g)[..., None] * trf * limb_law(mu, limb[:, None, None, None])
+    else:
+        v = ((np.pi * r * eps)[..., None] * (g * g) * trf)[..., None]          # (B, R, J, 1)
     # mesh cells: centre energy, half-extents along r and chi, photon weight
     area = np.diff(r, axis=1)[:, :, None] * np.diff(chi)[None, None, :]            # (B, R-1, J-1)
     e = g * scale[:, None, None]
@@ -221,8 +255,8 @@ def line_profile(edges, a, incl_deg, rin, rout, emis_fn, limb, scale, n_mu=None,
     hb = 0.25 * ((e01 - e00) + (e11 - e10))
     wq = 0.25 * (v[:, :-1, :-1] + v[:, 1:, :-1] + v[:, :-1, 1:] + v[:, 1:, 1:]) * area[..., None]
     ext = np.abs(ha) + np.abs(hb)
-    lo_b = (gcen - ext).reshape(B, -1).min(axis=1) * (1 - 1e-9)
-    hi_b = (gcen + ext).reshape(B, -1).max(axis=1) * (1 + 1e-9)
+    lo_b = (gcen - ext).reshape(B, -1).min(axis=1) * (1 - 1e-4)
+    hi_b = (gcen + ext).reshape(B, -1).max(axis=1) * (1 + 1e-4)
     if n_mu is None:
         W = wq.sum(-1)
         rows = np.broadcast_to(np.arange(B)[:, None, None], W.shape)
@@ -257,7 +291,7 @@ def kernel(edges, a, Incl, Rin=-1.0, Rout=400.0, Index1=3.0, Index2=3.0, Rbr=15.
     _check_range("Incl", Incl, 3.0, 87.0)
     rin, rout, rbr = resolve_radii(a, _col(Rin, B), _col(Rout, B), _col(Rbr, B))
     q1, q2 = _col(Index1, B), _col(Index2, B)
-    emis = emissivity or (lambda r: broken_power_law(r, q1, q2, rbr))
+    emis = emissivity or (lambda r, rows: broken_power_law(r, q1[rows], q2[rows], rbr[rows]))
     prof = line_profile(edges, a, _col(Incl, B), rin, rout, emis, _col(limb, B), 1.0 / (1.0 + _col(z, B)),
                         n_mu=n_mu, n_fine=n_fine)
     return _normalise(prof)
@@ -288,7 +322,8 @@ def relline(edges, lineE, Index1, Index2, Rbr, a, Incl, Rin, Rout, z, limb, norm
     a = _col(a, B)
     rin, rout, rbr = resolve_radii(a, _col(Rin, B), _col(Rout, B), _col(Rbr, B))
     q1, q2 = _col(Index1, B), _col(Index2, B)
-    prof = line_profile(edges, a, _col(Incl, B), rin, rout, lambda r: broken_power_law(r, q1, q2, rbr),
+    prof = line_profile(edges, a, _col(Incl, B), rin, rout,
+                        lambda r, rows: broken_power_law(r, q1[rows], q2[rows], rbr[rows]),
                         _col(limb, B), _col(lineE, B) / (1.0 + _col(z, B)))
     return _normalise(prof, _col(norm, B))
 
@@ -296,8 +331,9 @@ def relline(edges, lineE, Index1, Index2, Rbr, a, Incl, Rin, Rout, z, limb, norm
 def _lp_emissivity(a, h, gamma):
     from .lamppost import lamppost_emissivity
 
-    def emis(r):
-        return np.stack([lamppost_emissivity(r[k], float(a[k]), float(h[k]), float(gamma[k]))
+    def emis(r, rows):
+        aa, hh, gg = a[rows], h[rows], gamma[rows]
+        return np.stack([lamppost_emissivity(r[k], float(aa[k]), float(hh[k]), float(gg[k]))
                          for k in range(r.shape[0])])
 
     return emis
@@ -316,16 +352,14 @@ def resolve_height(a, h):
     Parameter("h", 6.0, -100.0, 500.0, "rg", doc="lamp-post height; negative: units of r+"),
     P_A, P_INCL, P_RIN, P_ROUT, P_Z, P_LIMB,
     Parameter("gamma", 2.0, -10.0, 10.0, "", doc="photon index of the irradiating source"),
-    Parameter("switch_returnrad", 0.0, 0.0, 1.0, "", frozen=True,
-              doc="returning radiation (not implemented; must be 0)"),
+    Parameter("switch_returnrad", 1.0, 0.0, 1.0, "", frozen=True,
+              doc="relxill's returning-radiation switch: accepted, not yet modelled (primary "
+                  "lamp-post emissivity only; see docs/relativity.md)"),
     P_NORM,
 ])
 def relline_lp(edges, lineE, h, a, Incl, Rin, Rout, z, limb, gamma, switch_returnrad, norm):
     """Relativistic line irradiated by a lamp post on the spin axis (relxill's relline_lp)."""
     B = np.broadcast(lineE, h, a, Incl, Rin, Rout, z, limb, gamma, switch_returnrad, norm).shape[0]
-    if np.any(np.asarray(switch_returnrad) > 0):
-        raise ParameterError("returning radiation is not implemented; set switch_returnrad=0",
-                             field="relline_lp.switch_returnrad")
     a = _col(a, B)
     rin, rout, _ = resolve_radii(a, _col(Rin, B), _col(Rout, B))
     hh = resolve_height(a, _col(h, B))
@@ -362,8 +396,6 @@ def relconv(edges, inner, Index1, Index2, Rbr, a, Incl, Rin, Rout, limb):
     with the kernel of a 1 keV line on the same log spacing, renormalised so
     that the convolved total equals the product of the totals, and rebinned.
     """
-    from scipy.signal import fftconvolve
-
     B = np.broadcast(Index1, Index2, Rbr, a, Incl, Rin, Rout, limb).shape[0]
     grid = conv_grid(edges)
     dlog = np.log(grid[1] / grid[0])
@@ -377,7 +409,8 @@ def relconv(edges, inner, Index1, Index2, Rbr, a, Incl, Rin, Rout, limb):
         np.broadcast_to(spec, (B, grid.size - 1))
     Bt = max(B, spec.shape[0])
     ker = np.broadcast_to(ker, (Bt, ker.shape[1]))
-    conv = fftconvolve(spec, ker, mode="full", axes=1)
+    nfft = 1 << int(np.ceil(np.log2(spec.shape[1] + ker.shape[1])))
+    conv = np.fft.irfft(np.fft.rfft(spec, nfft, axis=1) * np.fft.rfft(ker, nfft, axis=1), nfft, axis=1)
     out = conv[:, k0:k0 + grid.size - 1]                                     # bin j + k receives k
     tot_in = spec.sum(axis=1) * ker.sum(axis=1)
     tot_out = out.sum(axis=1)

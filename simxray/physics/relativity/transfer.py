@@ -296,32 +296,97 @@ class TransferTable:
     cosne: np.ndarray    # (A, M, R, J, 2)
     path: str
     identity: str
+    trf_sum: np.ndarray = None   # (A, M, R, J): trf summed over branches (set on load)
+
+    def __post_init__(self):
+        if self.trf_sum is None:
+            object.__setattr__(self, "trf_sum", self.trf.sum(axis=-1))
 
     @property
     def n_r(self) -> int:
         return self.gmin.shape[2]
 
-    def interpolate(self, a: np.ndarray, mu0: np.ndarray):
-        """Bilinear interpolation in (spin, cos i) for B systems.
+    def interpolate(self, a: np.ndarray, mu0: np.ndarray, branches: bool = True):
+        """Interpolate in (spin, cos i) for B systems.
 
+        gmin, gmax (which fix the sharp line edges) are interpolated with
+        Catmull-Rom cubics in both directions, trf and cosne bilinearly.
         Returns gmin, gmax (B, R) and trf, cosne (B, R, J, 2) on the table's
-        radial nodes :func:`radial_grid` (a) (relative log position fixed).
+        radial nodes :func:`radial_grid` (a) (relative log position fixed);
+        with ``branches=False`` trf summed over branches (B, R, J) and cosne None.
         """
         a = np.asarray(a, float).ravel()
         mu0 = np.asarray(mu0, float).ravel()
-        ia = np.clip(np.searchsorted(self.spin, a, side="right") - 1, 0, self.spin.size - 2)
-        im = np.clip(np.searchsorted(self.mu0, mu0, side="right") - 1, 0, self.mu0.size - 2)
+        ia, wa4, ja = _cubic_weights(self.spin, a)
+        im, wm4, jm = _cubic_weights(self.mu0, mu0)
+        out = []
+        for arr in (self.gmin, self.gmax):
+            v = 0.0
+            for p in range(4):
+                for q in range(4):
+                    v = v + (wa4[p] * wm4[q])[:, None] * arr[ja[p], jm[q]]
+            out.append(v)
         wa = np.clip((a - self.spin[ia]) / (self.spin[ia + 1] - self.spin[ia]), 0.0, 1.0)
         wm = np.clip((mu0 - self.mu0[im]) / (self.mu0[im + 1] - self.mu0[im]), 0.0, 1.0)
-        out = []
-        for arr in (self.gmin, self.gmax, self.trf, self.cosne):
+        for arr in ((self.trf, self.cosne) if branches else (self.trf_sum,)):
             sh = (-1,) + (1,) * (arr.ndim - 2)
             w00 = ((1 - wa) * (1 - wm)).reshape(sh)
             w10 = (wa * (1 - wm)).reshape(sh)
             w01 = ((1 - wa) * wm).reshape(sh)
             w11 = (wa * wm).reshape(sh)
             out.append(w00 * arr[ia, im] + w10 * arr[ia + 1, im] + w01 * arr[ia, im + 1] + w11 * arr[ia + 1, im + 1])
+        if not branches:
+            out.append(None)
         return tuple(out)
+
+
+def _cubic_weights(grid: np.ndarray, x: np.ndarray):
+    """Interval index, 4 weights and 4 node indices of a cubic Hermite interpolant.
+
+    Node slopes from the 3-point parabola (centred inside, one-sided at the ends);
+    exact for quadratics on any grid.  Linear when the grid has two nodes.
+    """
+    n = grid.size
+    i = np.clip(np.searchsorted(grid, x, side="right") - 1, 0, n - 2)
+    x0, x1 = grid[i], grid[i + 1]
+    h = x1 - x0
+    t = np.clip((x - x0) / h, 0.0, 1.0)
+    zero = np.zeros_like(t)
+    nodes = [np.clip(i - 1, 0, n - 1), i, i + 1, np.clip(i + 2, 0, n - 1)]
+    if n < 3:
+        return i, [zero, 1.0 - t, t, zero], nodes
+    h00, h10, h01, h11 = 2 * t**3 - 3 * t**2 + 1, t**3 - 2 * t**2 + t, -2 * t**3 + 3 * t**2, t**3 - t**2
+    xs = [grid[k] for k in nodes]
+
+    def centred(a, b, c):          # slope at the middle node of (a, b, c) -> coefficients
+        h0, h1 = b - a, c - b
+        return -h1 / (h0 * (h0 + h1)), (h1 - h0) / (h0 * h1), h0 / (h1 * (h0 + h1))
+
+    def left_end(a, b, c):         # slope at a from (a, b, c)
+        h0, h1 = b - a, c - b
+        return -(2 * h0 + h1) / (h0 * (h0 + h1)), (h0 + h1) / (h0 * h1), -h0 / (h1 * (h0 + h1))
+
+    def right_end(a, b, c):        # slope at c from (a, b, c)
+        h0, h1 = b - a, c - b
+        return h1 / (h0 * (h0 + h1)), -(h0 + h1) / (h0 * h1), (2 * h1 + h0) / (h1 * (h0 + h1))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # slope at node i (slots 0..3 = nodes i-1, i, i+1, i+2)
+        ci = centred(xs[0], xs[1], xs[2])
+        li = left_end(xs[1], xs[2], xs[3])
+        first = i == 0
+        mi = [np.where(first, 0.0, ci[0]), np.where(first, li[0], ci[1]),
+              np.where(first, li[1], ci[2]), np.where(first, li[2], 0.0)]
+        cj = centred(xs[1], xs[2], xs[3])
+        rj = right_end(xs[0], xs[1], xs[2])
+        last = i + 1 == n - 1
+        mj = [np.where(last, rj[0], 0.0), np.where(last, rj[1], cj[0]),
+              np.where(last, rj[2], cj[1]), np.where(last, 0.0, cj[2])]
+    w = [h10 * h * mi[k] + h11 * h * mj[k] for k in range(4)]
+    w[1] = w[1] + h00
+    w[2] = w[2] + h01
+    w = [np.nan_to_num(wk) for wk in w]
+    return i, w, nodes
 
 
 def table_path() -> Path:

@@ -1,0 +1,180 @@
+"""PPAD event-encoder benchmark.
+
+On simulated Chandra event lists (never seen in training: seed 2026) with the shipped
+encoder (``simxray/data/ppad``):
+
+* encoding throughput (sources/s, batched, CPU threads as set by SIMXRAY_THREADS, default 2);
+* regression of the CSC hardness ratios hard_hm, hard_ms, hard_hs from latent features
+  (held-out R², 70/30 split) with gradient boosting; features = z plus summaries decoded
+  from z by the frozen decoder (``decoded``) and, for comparison, z alone (``z_only``);
+* classification of the variability type (accuracy, macro F1, F1 per class);
+* held-out log-likelihood per event: each test event list is thinned into halves A/B, the
+  model is fitted on A (PPAD: encode A; baseline: Bayesian blocks on A with the
+  time-averaged or per-block spectrum) and scored on B.
+
+``run(quick)`` returns a dict; ``python benchmarks/bench_ppad.py [--quick] [--json FILE]``
+prints it and writes JSON (default benchmarks/results/ppad.json for the full run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+GOALS = {"r2_min": 0.9, "accuracy_min": 0.92, "throughput_min": 100.0}
+
+
+def run(quick: bool = False, model_dir: str | None = None, seed: int = 2026) -> dict:
+    """Run the benchmark (quick: 360 sources, 60 held-out likelihood sources; full: 2400, 600)."""
+    import torch
+
+    from simxray.events.baselines import bayesian_blocks_rate, rate_log_likelihood, thin
+    from simxray.events.features import (
+        HARDNESS_KEYS,
+        classification_scores,
+        feature_matrix,
+        fit_classifier,
+        fit_regressor,
+        regression_scores,
+    )
+    from simxray.events.ppad import PPAD
+    from simxray.events.simulate import KINDS, simulate_population
+    from simxray.provenance import provenance, sha256
+
+    threads = int(os.environ.get("SIMXRAY_THREADS", "2"))
+    torch.set_num_threads(threads)
+    n_src, n_ll = (360, 60) if quick else (2400, 600)
+    model = PPAD.load(model_dir, device="cpu")
+    mdir = Path(model_dir) if model_dir else Path(__file__).resolve().parents[1] / "simxray" / "data" / "ppad"
+    t0 = time.perf_counter()
+    events, lab = simulate_population(n_src, seed=seed)
+    t_sim = time.perf_counter() - t0
+
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    enc = model.encode(events)
+    t_enc = time.perf_counter() - t0
+    load1 = os.getloadavg()[0]
+
+    perm = np.random.default_rng(seed).permutation(n_src)
+    n_tr = int(0.7 * n_src)
+    tr, te = perm[:n_tr], perm[n_tr:]
+    out: dict = {"n_sources": n_src, "n_train": int(n_tr), "n_test": int(n_src - n_tr), "quick": quick}
+    out["throughput"] = {"sources_per_s": n_src / t_enc, "seconds": t_enc, "torch_threads": threads,
+                         "cpu_count": os.cpu_count(), "loadavg_before": load0, "loadavg_after": load1,
+                         "note": "wall time of PPAD.encode (incl. data preparation) on a shared machine"}
+    feats = {"decoded": feature_matrix(model, enc.z, decoded=True), "z_only": enc.z}
+    reg: dict = {}
+    cls: dict = {}
+    for name, X in feats.items():
+        reg[name] = {}
+        for key in HARDNESS_KEYS:
+            y = lab[key]
+            m = fit_regressor(X[tr], y[tr])
+            reg[name][key] = regression_scores(y[te], m.predict(X[te]))
+        c = fit_classifier(X[tr], lab["kind_id"][tr])
+        cls[name] = classification_scores(lab["kind_id"][te], c.predict(X[te]), KINDS)
+    # reference: the observed hardness ratios of the counts themselves (no model)
+    reg["observed_counts_ratio"] = {k: regression_scores(lab[k][te], np.nan_to_num(lab["obs_" + k][te]))
+                                    for k in HARDNESS_KEYS}
+    out["hardness_regression"] = reg
+    out["variability_classification"] = cls
+
+    # held-out log-likelihood (thinning split)
+    rng = np.random.default_rng(seed + 1)
+    ll_idx = te[:n_ll]
+    halves = [thin(events[i], rng) for i in ll_idx]
+    fit_a = [a for a, _ in halves]
+    test_b = [b for _, b in halves]
+    ok = np.array([a.n_events > 0 and b.n_events > 0 for a, b in halves])
+    t0 = time.perf_counter()
+    enc_a = model.encode([a for a, k in zip(fit_a, ok, strict=True) if k])
+    ll_ppad = model.log_likelihood(enc_a, [b for b, k in zip(test_b, ok, strict=True) if k])
+    t_ll = time.perf_counter() - t0
+    bands = model.cfg.band_edges
+    ll_bb = {s: np.array([rate_log_likelihood(bayesian_blocks_rate(a, bands, spectrum=s), b)
+                          for a, b, k in zip(fit_a, test_b, ok, strict=True) if k]) for s in ("global", "block")}
+    kinds_ll = lab["kind"][ll_idx][ok]
+    best_bb = np.maximum(ll_bb["global"], ll_bb["block"])
+    ll = {"n_sources": int(ok.sum()), "split": "thinning p=0.5: fit on half A, score half B",
+          "ppad_mean": float(np.mean(ll_ppad)), "bb_global_spectrum_mean": float(np.mean(ll_bb["global"])),
+          "bb_block_spectrum_mean": float(np.mean(ll_bb["block"])),
+          "ppad_minus_per_source_best_bb_mean": float(np.mean(ll_ppad - best_bb)),
+          "ppad_wins_fraction_vs_per_source_best_bb": float(np.mean(ll_ppad > best_bb)),
+          "ppad_seconds": t_ll, "per_kind": {}}
+    for k in KINDS:
+        m = kinds_ll == k
+        if m.any():
+            ll["per_kind"][k] = {"n": int(m.sum()), "ppad": float(np.mean(ll_ppad[m])),
+                                 "bb_global": float(np.mean(ll_bb["global"][m])),
+                                 "bb_block": float(np.mean(ll_bb["block"][m]))}
+    out["heldout_loglike_per_event"] = ll
+
+    r2_min = min(reg["decoded"][k]["r2"] for k in HARDNESS_KEYS)
+    acc = cls["decoded"]["accuracy"]
+    out["goals"] = {
+        "hardness_r2_min": r2_min, "hardness_r2_goal": GOALS["r2_min"], "hardness_pass": r2_min >= GOALS["r2_min"],
+        "accuracy": acc, "accuracy_goal": GOALS["accuracy_min"], "accuracy_pass": acc >= GOALS["accuracy_min"],
+        "loglike_pass": ll["ppad_mean"] > max(ll["bb_global_spectrum_mean"], ll["bb_block_spectrum_mean"]),
+        "throughput": out["throughput"]["sources_per_s"], "throughput_goal": GOALS["throughput_min"],
+        "throughput_pass": out["throughput"]["sources_per_s"] >= GOALS["throughput_min"],
+    }
+    out["timing"] = {"simulate_s": t_sim}
+    out["provenance"] = provenance(benchmark="bench_ppad", seed=seed, model=str(mdir),
+                                   model_sha256=sha256(mdir / "weights.safetensors"),
+                                   model_provenance=model.meta.get("provenance", {}).get("git_commit"))
+    return out
+
+
+def _summary(res: dict) -> str:
+    g = res["goals"]
+    reg = res["hardness_regression"]["decoded"]
+    cls = res["variability_classification"]["decoded"]
+    ll = res["heldout_loglike_per_event"]
+    lines = [f"PPAD benchmark ({res['n_sources']} simulated event lists, {res['n_test']} held out)",
+             "  hardness R2: " + ", ".join(f"{k} {v['r2']:.3f}" for k, v in reg.items())
+             + f"  (goal >= 0.9: {'PASS' if g['hardness_pass'] else 'FAIL'})",
+             f"  variability accuracy {cls['accuracy']:.3f} (goal >= 0.92: {'PASS' if g['accuracy_pass'] else 'FAIL'});"
+             " F1 " + ", ".join(f"{k} {v:.2f}" for k, v in cls["f1"].items()),
+             f"  held-out logL/event: PPAD {ll['ppad_mean']:.4f}, Bayesian blocks {ll['bb_global_spectrum_mean']:.4f}"
+             f" (global spectrum) / {ll['bb_block_spectrum_mean']:.4f} (per-block)"
+             f"  ({'PASS' if g['loglike_pass'] else 'FAIL'}; PPAD better on "
+             f"{100 * ll['ppad_wins_fraction_vs_per_source_best_bb']:.0f}% of sources)",
+             f"  encoding throughput {g['throughput']:.1f} sources/s with {res['throughput']['torch_threads']} "
+             f"thread(s), load {res['throughput']['loadavg_before']:.1f} (goal >= 100: "
+             f"{'PASS' if g['throughput_pass'] else 'FAIL'})"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small version (360 sources)")
+    ap.add_argument("--json", help="write results here (default for the full run: benchmarks/results/ppad.json)")
+    ap.add_argument("--model", help="PPAD model directory (default: shipped)")
+    args = ap.parse_args(argv)
+    res = run(args.quick, args.model)
+    print(_summary(res))
+    path = args.json or (None if args.quick else str(ROOT / "benchmarks" / "results" / "ppad.json"))
+    if path:
+        from simxray.provenance import atomic_path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = atomic_path(path)
+        tmp.write_text(json.dumps(res, indent=2, default=float))
+        os.replace(tmp, path)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,6 +16,10 @@ nterms = 30, on Sherpa's 4096-bin kernel grid.
 * Sherpa: ``powlaw1d`` with ``set_pileup_model(jdpileup)``, one ``eval_model`` (expected
   counts per channel) per draw, in a Python loop (Sherpa has no XSPEC ``tbabs`` here).
 
+The full default-config simulation (``Simulator.sample``: prior draw, model, pileup,
+fold, Poisson and background, chunked as a campaign) against Sherpa, with CPU-time
+figures, is ``bench_simulate.py`` (``python benchmarks/run.py --only simulate``).
+
 ``ratio`` = simxray power-law rate (best batch) / Sherpa rate on the same draws.
 """
 

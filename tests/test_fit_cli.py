@@ -194,3 +194,146 @@ def test_validate_reports_and_writes_json(tiny, tmp_path, capsys):
     assert "max cov. err" in out and "TARP" in out
     for f in ("coverage.png", "ranks.png", "recovery.png"):
         assert (tmp_path / "v" / f).stat().st_size > 1000
+
+
+def test_fit_refuses_a_foreign_rmf_unless_forced(tmp_path, capsys):
+    """A spectrum whose RMF differs (by checksum) from the training RMF: exit 2, or --force."""
+    from astropy.io import fits
+
+    spec = _write_variant(tmp_path / "s.pi")
+    with fits.open(tmp_path / "rmf.fits", mode="update") as rmf:
+        rmf[1].header["HISTORY"] = "modified: not the response the posterior was trained with"
+    rc, out, err = run_cli(capsys, "fit", spec, "--out", tmp_path / "o")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "RMF rmf.fits differs from the RMF the posterior was trained with" in err
+    assert "--force" in err and not (tmp_path / "o" / "summary.json").exists()
+    rc, out, err = run_cli(capsys, "fit", spec, "--force", "--samples", 300, "--ppc-draws", 10,
+                           "--no-plots", "--out", tmp_path / "o", "--quiet")
+    assert rc == 0, err
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["flagged"] and s["provenance"]["forced"] is True
+    assert any(w.startswith("RMF rmf.fits differs") and "--force" in w for w in s["warnings"])
+
+
+def test_empty_spectrum_is_refused(tmp_path, capsys):
+    """A PHA with no rows at all (not just zero counts): one-line error naming the channels."""
+    spec = _write_variant(tmp_path / "empty.pi", n_channels=0)
+    for extra in ((), ("--background", "none")):
+        rc, out, err = run_cli(capsys, "fit", spec, *extra, "--out", tmp_path / "o")
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert "has 0" in err and "channel" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+# -- the shipped default posterior ----------------------------------------------------------
+
+DEMO_THETA = {"nH": 1.0, "PhoIndex": 1.8, "norm": 1e-3, "pileup.alpha": 0.5, "pileup.f": 0.95}
+
+
+@pytest.fixture(scope="module")
+def demo_spectrum(tmp_path_factory):
+    """The demo's simulated PHA (known truth, ~23 % pileup) and its noiseless prediction."""
+    from simxray.cli.demo import predict_step, simulated_pha_step
+
+    d = tmp_path_factory.mktemp("demo_spec")
+    pred = predict_step(d)
+    return simulated_pha_step(d, pred, seed=4), pred
+
+
+def test_fit_predictive_with_and_without_pileup_matches_predict(demo_spectrum):
+    """The fit's posterior-predictive models (piled and unpiled) equal `simxray predict`'s."""
+    from simxray.inference import saving
+    from simxray.inference.fit import build_simulator, posterior_predictive
+    from simxray.io.ogip import read_pha
+
+    path, pred = demo_spectrum
+    cfg = saving.load_config(DATA_DIR / "posterior_default")
+    sim = build_simulator(cfg, read_pha(path))
+    theta = np.array([[DEMO_THETA[n] for n in cfg["parameters"]]])
+    pp = posterior_predictive(sim, theta)
+    lo, hi = cfg["channels"]
+    ch = np.asarray(pred["sim"].response.channel)
+    sel = (ch >= lo) & (ch <= hi)
+    np.testing.assert_allclose(pp["mu"][0], pred["piled"][sel], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(pp["mu_unpiled"][0], pred["unpiled"][sel], rtol=1e-5, atol=1e-9)
+    # pileup loses about half the events here (2 piled photons -> 1 event or none)
+    assert pp["mu"][0].sum() < 0.6 * pp["mu_unpiled"][0].sum()
+    assert pp["pileup_fraction"][0] == pytest.approx(pred["fraction"], rel=1e-6)
+
+
+def test_default_posterior_recovers_a_simulated_spectrum_and_flags_a_line(demo_spectrum, tmp_path):
+    """Known truth inside the prior: inside the 90 % intervals, not flagged.  The same
+    spectrum with an unmodelled 6.4 keV line (500 counts) fails the predictive check."""
+    from astropy.io import fits
+
+    from simxray.inference.fit import fit_spectrum
+
+    path, pred = demo_spectrum
+    res = fit_spectrum(path, None, n_samples=4000, ppc_draws=60, seed=1, plots=False)
+    s = res.summary
+    assert not s["flagged"], s["warnings"]
+    assert s["checks"]["ppc"]["p_value"] > 0.01
+    for name, truth in DEMO_THETA.items():
+        lo, hi = s["parameters"][name]["ci90"]
+        assert lo <= truth <= hi, (name, truth, lo, hi)
+    # nH, Γ and norm are well constrained by ~3300 counts
+    assert s["parameters"]["PhoIndex"]["ci90"][1] - s["parameters"]["PhoIndex"]["ci90"][0] < 0.8
+    pf = s["pileup_fraction"]
+    assert pf["ci90"][0] <= pred["fraction"] <= pf["ci90"][1]
+
+    line = tmp_path / "line.pi"
+    shutil.copy(path, line)
+    for f in ("arf.fits", "rmf.fits", "background.pi"):
+        shutil.copy(path.parent / f, tmp_path / f)
+    with fits.open(line, mode="update") as h:
+        c = h["SPECTRUM"].data["COUNTS"]
+        e = (h["SPECTRUM"].data["CHANNEL"] - 0.5) * 0.0146   # ACIS PI: 14.6 eV per channel
+        bump = np.random.default_rng(0).poisson(500 * np.exp(-0.5 * ((e - 6.4) / 0.07) ** 2)
+                                                / (np.sqrt(2 * np.pi) * 0.07 / 0.0146))
+        c[:] = c + bump
+    bad = fit_spectrum(line, None, n_samples=2000, ppc_draws=60, seed=1, plots=False).summary
+    assert bad["flagged"] and bad["checks"]["ppc"]["p_value"] < 0.01
+    assert any("misspecified" in w for w in bad["warnings"])
+
+
+def test_default_posterior_calibration_small(tmp_path):
+    """A smaller `simxray validate` of the shipped posterior: 150 fresh simulations.
+
+    Binomial noise allows |coverage - nominal| up to coverage_tolerance(150) ≈ 0.12 at
+    every level (95 %, Bonferroni over 19 levels); an overconfident copy (posterior
+    spread halved) must fail the same check.
+    """
+    import torch
+
+    from simxray.inference import diagnostics, saving
+
+    post = saving.load_posterior(DATA_DIR / "posterior_default")
+    sim = diagnostics.simulator_for(post.config)
+    sims = sim.sample(150, np.random.default_rng(77))
+    torch.manual_seed(77)
+    smp = post.model.sample(300, torch.as_tensor(sims["counts"], dtype=torch.float32)).double()
+    smp = smp.numpy()                                                       # (S, N, P)
+    tol = diagnostics.coverage_tolerance(150)
+    assert 0.1 < tol < 0.13
+    err = diagnostics.max_coverage_error(diagnostics.ranks_from_samples(smp, sims["theta"]), 300)
+    assert np.all(err <= tol), dict(zip(post.names, err, strict=True))
+    rec = diagnostics.recovery(smp, sims["theta"], post.config["log"])
+    r2 = dict(zip(post.names, rec["r2"], strict=True))
+    assert r2["nH"] > 0.85 and r2["PhoIndex"] > 0.7 and r2["norm"] > 0.6, r2
+    narrow = smp.mean(0) + 0.5 * (smp - smp.mean(0))
+    bad = diagnostics.max_coverage_error(diagnostics.ranks_from_samples(narrow, sims["theta"]), 300)
+    assert bad.max() > tol
+
+
+def test_demo_ends_with_the_ngc4258_fit(tmp_path, capsys):
+    """`simxray demo` (what `make demo` runs) ends by fitting NGC 4258 with the default
+    posterior and printing where the plots are."""
+    rc, out, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--n", 16, "--quiet")
+    assert rc == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("plots: ") and "corner.png" in last and "spectrum.png" in last
+    for f in ("samples.h5", "posterior.nc", "summary.json", "corner.png", "spectrum.png"):
+        assert (tmp_path / "demo" / "fit" / f).stat().st_size > 1000, f
+    s = json.loads((tmp_path / "demo" / "fit" / "summary.json").read_text())
+    assert s["n_samples"] == 10000 and s["total_counts"] == pytest.approx(2991, abs=1)
+    assert "source_bin10.pi" in s["spectrum"] and "NGC 4258" in out

@@ -105,10 +105,63 @@ def test_relxill_composition(synthetic, a, incl, q, z):
     assert only == pytest.approx(norm * rf * np.cos(np.radians(incl)) * refl, rel=1e-3)
 
 
-def test_relxill_batch_equals_single(synthetic):
+def test_relxill_batch_equals_single(synthetic, monkeypatch):
+    """Batched (threaded row chunks) evaluation equals one call per spectrum."""
+    monkeypatch.setenv("SIMXRAY_THREADS", "2")
     out = np.geomspace(0.5, 200, 101)
-    batch = {"a": [0.9, 0.2], "Incl": [20.0, 70.0], "gamma": [1.7, 2.2], "logxi": [0.5, 1.5]}
+    rng = np.random.default_rng(4)
+    B = 70  # 3 chunks of <= 32 rows: the threaded path
+    batch = {"a": rng.uniform(-0.9, 0.998, B), "Incl": rng.uniform(5, 85, B),
+             "gamma": rng.uniform(1.5, 2.5, B), "logxi": rng.uniform(0, 2, B), "z": rng.uniform(0, 0.2, B),
+             "refl_frac": rng.choice([-1.0, 2.0], B)}
     y = Model("relxill").evaluate(out, batch)
-    for j in range(2):
+    assert y.shape == (B, 100) and np.all(np.isfinite(y)) and np.all(y >= 0)
+    for j in (0, 17, 40, B - 1):
         one = Model("relxill").evaluate(out, {k: v[j] for k, v in batch.items()})
         assert y[j] == pytest.approx(one, rel=1e-10)
+    # provenance: the reflection table and the relativistic transfer table
+    from simxray.models import REGISTRY
+
+    ident = Model("tbabs*relxill").tables()[0]
+    assert ident.startswith(str(synthetic.resolve())) and str(REGISTRY["relline"].info["table"]) in ident
+
+
+def test_acis_relxill_config():
+    """simulations/acis_relxill.toml: acis_default's instrument and pileup, tbabs*relxill priors."""
+    from pathlib import Path
+
+    from simxray.simulator.config import load_config
+
+    sims = Path(__file__).resolve().parents[1] / "simulations"
+    rel, ref = load_config(sims / "acis_relxill.toml"), load_config(sims / "acis_default.toml")
+    for key in ("spectrum", "arf", "rmf", "background", "exposure", "frame_time", "energy_range",
+                "channels", "add_background", "pileup_model", "pileup", "pileup_grid", "chunk_size"):
+        assert getattr(rel, key) == getattr(ref, key), key
+    assert rel.expression == "tbabs*relxill"
+    pr = rel.prior(frame_time=3.24104)
+    bounds = dict(zip(pr.names, map(tuple, pr.bounds), strict=True))
+    assert bounds == {"nH": (0.01, 10.0), "a": (0.0, 0.998), "Incl": (10.0, 80.0), "gamma": (1.4, 2.8),
+                      "Afe": (0.5, 10.0), "refl_frac": (0.1, 10.0), "norm": (1.5e-6, 6e-5),
+                      "pileup.alpha": (0.0, 1.0), "pileup.f": (0.85, 1.0)}
+    # everything else at relxill's defaults
+    fixed = {k: v for k, v in pr.fixed.items() if not k.startswith("pileup.")}
+    defaults = {k.split(".")[-1]: v for k, v in Model("relxill").defaults().items()}
+    assert fixed and all(defaults[k] == v for k, v in fixed.items())
+
+
+def test_wrong_reflection_table(shared_dir, tmp_path, monkeypatch):
+    """A table that is not in xillver layout, or a missing file: one-line FileFormatError."""
+    from simxray.errors import FileFormatError
+
+    for key in ("path", "table"):  # restore the table in use afterwards
+        monkeypatch.setitem(rm._STATE, key, rm._STATE[key])
+    bad = shared_dir / "data" / "xspec_tables" / "smod100.tmod"
+    with pytest.raises(FileFormatError, match="unexpected parameter 'lscale'") as exc:
+        rm.set_table(bad)
+    assert str(bad) in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(FileFormatError, match="multiplicative|additive"):
+        rm.set_table(shared_dir / "data" / "xspec_tables" / "smod000.tmod")
+    monkeypatch.setenv(rm.TABLE_ENV, str(tmp_path / "missing.fits"))
+    rm.reset_table()
+    with pytest.raises(FileFormatError, match="missing.fits"):
+        Model("xillver").evaluate(np.geomspace(1, 10, 5))

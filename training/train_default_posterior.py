@@ -10,8 +10,10 @@ Steps (each is skipped or resumed when the script is rerun with the same argumen
    epochs (equal work; wall-clock budgets are unfair on a shared machine);
 3. keep the candidate with the lowest validation loss after those epochs among those whose
    quick validation calibration is acceptable, record the comparison
-   (WORK/comparison.json), and continue its training (``--resume``) up to
-   ``--final-minutes`` of training in total;
+   (WORK/comparison.json), and continue its training (``--resume``) to ``--final-epochs``
+   epochs (31 for the shipped posterior; the learning-rate schedule depends only on the
+   validation losses and every epoch's noise and shuffling are seeded, so the epoch count,
+   not a wall-clock budget, makes the run reproducible; ``--final-minutes`` adds a budget);
 4. copy weights.safetensors, config.json and training.json to ``--out`` and run
    ``simxray validate`` there (500 fresh simulations; validation.json + plots).
 
@@ -87,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="EMBEDDING:TRANSFORM,... to compare (default %(default)s)")
     ap.add_argument("--compare-epochs", type=int, default=4,
                     help="epochs per candidate for the comparison (default %(default)s)")
-    ap.add_argument("--final-minutes", type=float, default=20.0,
-                    help="total training time of the chosen candidate (default %(default)s)")
-    ap.add_argument("--final-epochs", type=int, default=80,
-                    help="epoch limit of the final training (default %(default)s)")
+    ap.add_argument("--final-minutes", type=float, default=0.0,
+                    help="optional limit on the total training time of the chosen candidate "
+                         "in minutes (default %(default)s: none)")
+    ap.add_argument("--final-epochs", type=int, default=31,
+                    help="epochs of the final training (default %(default)s, as shipped)")
     ap.add_argument("--calibration-limit", type=float, default=0.12,
                     help="worst quick-calibration coverage error a candidate may have "
                          "(200 validation spectra; default %(default)s)")

@@ -33,19 +33,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads while sampling (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="print only warnings")
+    p.add_argument("--method", choices=("npe", "emcee"), default="npe",
+                   help="npe: the amortised posterior (default); emcee: MCMC with the Poisson "
+                        "likelihood on the neural emulator (or --exact: the simulator)")
+    p.add_argument("--emulator", help="emulator directory for --method emcee "
+                                      "(default: simxray/data/emulator_default)")
+    p.add_argument("--exact", action="store_true",
+                   help="--method emcee on the exact simulator instead of the emulator (slow)")
+    p.add_argument("--walkers", type=int, help="emcee walkers (default: max(32, 4 x parameters))")
+    p.add_argument("--max-steps", type=int, default=20000,
+                   help="emcee: most steps per walker (default %(default)s)")
+    p.add_argument("--n-effective", type=int, default=1000,
+                   help="emcee: effective samples to reach before stopping (default %(default)s)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from ..errors import SimxrayError
     from ..inference.fit import fit_spectrum, format_summary
 
-    res = fit_spectrum(args.spectrum, args.posterior, out=args.out, n_samples=args.samples,
-                       seed=args.seed, force=args.force, ppc_draws=args.ppc_draws,
-                       plots=not args.no_plots, arf=args.arf, rmf=args.rmf,
-                       background=args.background, frame_time=args.frame_time, device=args.device,
-                       threads=args.threads)
+    if args.method != "emcee":
+        for flag, val in (("--exact", args.exact), ("--emulator", args.emulator),
+                          ("--walkers", args.walkers)):
+            if val:
+                raise SimxrayError("only applies to --method emcee", field=flag)
+    if args.method == "emcee":
+        from ..inference.mcmc import fit_spectrum_emcee
+
+        res = fit_spectrum_emcee(args.spectrum, args.emulator, out=args.out,
+                                 n_samples=args.samples, seed=args.seed, exact=args.exact,
+                                 force=args.force, ppc_draws=args.ppc_draws,
+                                 plots=not args.no_plots, arf=args.arf, rmf=args.rmf,
+                                 background=args.background, frame_time=args.frame_time,
+                                 n_effective=args.n_effective, max_steps=args.max_steps,
+                                 n_walkers=args.walkers, quiet=args.quiet, threads=args.threads)
+    else:
+        res = fit_spectrum(args.spectrum, args.posterior, out=args.out, n_samples=args.samples,
+                           seed=args.seed, force=args.force, ppc_draws=args.ppc_draws,
+                           plots=not args.no_plots, arf=args.arf, rmf=args.rmf,
+                           background=args.background, frame_time=args.frame_time,
+                           device=args.device, threads=args.threads)
     s = res.summary
     if args.quiet:
         for w in s["warnings"]:
@@ -54,5 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{s['spectrum']}: {s['total_counts']:.0f} counts in channels "
               f"{s['channels'][0]}-{s['channels'][1]}; {s['n_samples']} posterior samples")
         print(format_summary(s))
+        d = s.get("sampler")
+        if d:
+            print(f"emcee ({d['forward_model']}, {d['statistic']}): {d['n_walkers']} walkers x "
+                  f"{d['steps']} steps, burn-in {d['burn_in']}, max autocorrelation time "
+                  f"{d['autocorr_time_max']:.1f}, acceptance {d['acceptance_fraction_mean']:.2f}, "
+                  f"effective samples {d['effective_sample_size_min']:.0f} "
+                  f"({d['stop_reason']}, {d['seconds']:.1f} s)")
         print(f"wrote {', '.join(sorted(res.files.values()))}")
     return 0

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     params = parse_param_args(args.param)
     flux = model.evaluate(edges, params)
     header = f"# simxray model {model.expr}; " + " ".join(f"{k}={v:g}" for k, v in params.items())
+    if model.tables():
+        header += "; tables " + ", ".join(model.tables())
     rows = np.column_stack([edges[:-1], edges[1:], flux])
     if args.out:
         tmp = atomic_path(args.out)

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     prov = provenance(spectrum=str(spec.path), exposure=r.exposure)
     header = (f"simxray predict {spec.path}: model {sim.expression}; {pars}; pileup {pdesc}; "
               f"exposure {r.exposure:g} s; total {mu.sum():.6g} counts; pileup fraction {frac:.6g}\n"
-              f"version {prov['simxray_version']} commit {prov['git_commit']}\n"
+              f"version {prov['simxray_version']} commit {prov['git_commit']}"
+              + (f"; tables {', '.join(sim.model.tables())}" if sim.model.tables() else "") + "\n"
               "channel,e_min,e_max,counts")
     fmt = ["%d", "%.6g", "%.6g", "%.10g"]
     summary = (f"total {mu.sum():.6g} counts in {r.n_channels} channels; "

@@ -10,12 +10,12 @@ def add_build_parser(sub: argparse._SubParsersAction) -> None:
         "build-reflection", help="Monte Carlo the default neutral-reflection table",
         description="Seeded Monte Carlo of reflection from a cold, neutral, semi-infinite slab "
                     "(Klein-Nishina scattering, photoabsorption, Fe/Ni K fluorescence); writes an "
-                    "XSPEC-layout table with parameters Gamma, A_Fe, Ecut, Incl (about 20-30 "
-                    "CPU-minutes with the defaults).")
+                    "XSPEC-layout table with parameters Gamma, A_Fe, Ecut, Incl (about 10 "
+                    "minutes with the defaults).")
     p.add_argument("output", help="HDF5 table to write (e.g. reflection.h5)")
     p.add_argument("--fits", help="also write the OGIP XSPEC table model (FITS)")
-    p.add_argument("--photons", type=int, default=2000, help="packets per incident energy bin "
-                   "(default %(default)s)")
+    p.add_argument("--photons", type=int, default=800, help="packets per incident energy bin "
+                   "(default %(default)s, as the shipped table)")
     p.add_argument("--seed", type=int, default=20251, help="random seed (default %(default)s)")
     p.add_argument("--cache", help="directory keeping per-A_Fe Green's functions (resume)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -34,9 +34,13 @@ def gti_overlap(edges: np.ndarray, gti: np.ndarray) -> np.ndarray:
     return np.clip(hi - lo, 0, None).sum(1)
 
 
-def bayesian_blocks_rate(events: EventList, band_edges, *, p0: float = 0.05, spectrum: str = "global"
-                         ) -> PiecewiseRate:
-    """Bayesian-blocks light curve of ``events`` times band fractions (see module docstring)."""
+def bayesian_blocks_rate(events: EventList, band_edges, *, p0: float = 0.05, spectrum: str = "global",
+                         edges: np.ndarray | None = None) -> PiecewiseRate:
+    """Bayesian-blocks light curve of ``events`` times band fractions (see module docstring).
+
+    ``edges`` (s): block edges from an earlier call on the same events, to skip the
+    (quadratic-time) block search when only ``spectrum`` changes.
+    """
     from astropy.stats import bayesian_blocks
 
     be = np.asarray(band_edges, dtype=np.float64)
@@ -44,7 +48,9 @@ def bayesian_blocks_rate(events: EventList, band_edges, *, p0: float = 0.05, spe
     t, e = events.time[keep], events.energy[keep]
     nb = be.size - 1
     band = np.searchsorted(be, e, side="right") - 1
-    if np.unique(t).size >= 2:
+    if edges is not None:
+        edges = np.array(edges, dtype=np.float64)
+    elif np.unique(t).size >= 2:
         edges = np.asarray(bayesian_blocks(t, fitness="events", p0=p0), dtype=np.float64)
     else:
         edges = np.array([events.tstart, events.tstop])

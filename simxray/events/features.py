@@ -27,21 +27,41 @@ from .ppad import PPAD
 HARDNESS_KEYS = ("hard_hm", "hard_ms", "hard_hs")
 
 
-def decoded_summaries(model: PPAD, z: np.ndarray, n_tau: int = 256) -> np.ndarray:
-    """Per latent: time-averaged band fractions of ρ over τ ∈ [0, 1] (n_bands) and the CSC
-    hardness ratios (hm, ms, hs) of the decoded band rates.  Shape (S, n_bands + 3)."""
+def decoded_summaries(model: PPAD, z: np.ndarray, n_tau: int = 128) -> np.ndarray:
+    """Descriptors computed from z alone through the frozen decoder, on τ ∈ [0, 1]:
+
+    * time-averaged band fractions (n_bands) and CSC hardness ratios hm, ms, hs (3);
+    * shape of the total decoded light curve L(τ)/mean: quantiles 0, 5, 25, 50, 75, 95,
+      100 % (7), the largest non-DC power of its Fourier transform and that frequency (2),
+      the number of local maxima above 1.5× the median (1);
+    * time variability of the spectrum: standard deviation over τ of the decoded hard_hs and
+      hard_ms (2).
+
+    Shape (S, n_bands + 15).
+    """
     tau = (np.arange(n_tau) + 0.5) / n_tau
     out = []
     edges = np.asarray(model.cfg.band_edges)
     mids = 0.5 * (edges[:-1] + edges[1:])
     s_sel, m_sel, h_sel = (mids >= 0.5) & (mids < 1.2), (mids >= 1.2) & (mids < 2.0), (mids >= 2.0) & (mids < 7.0)
     for start in range(0, len(z), 512):
-        rho = model.rates(z[start:start + 512], tau).mean(1)           # (B, nb)
-        frac = rho / rho.sum(1, keepdims=True)
+        rho = model.rates(z[start:start + 512], tau).astype(np.float64)      # (B, T, nb)
+        mean_b = rho.mean(1)
+        frac = mean_b / mean_b.sum(1, keepdims=True)
         s, m, h = frac[:, s_sel].sum(1), frac[:, m_sel].sum(1), frac[:, h_sel].sum(1)
         hr = np.column_stack([(h - m) / (h + m), (m - s) / (m + s), (h - s) / (h + s)])
-        out.append(np.column_stack([frac, hr]))
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.cfg.n_bands + 3), np.float32)
+        lc = rho.sum(2)
+        lc = lc / lc.mean(1, keepdims=True)
+        q = np.quantile(lc, [0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0], axis=1).T
+        pw = np.abs(np.fft.rfft(lc - 1.0, axis=1)[:, 1:]) ** 2 / n_tau
+        pk = np.column_stack([np.log10(pw.max(1) + 1e-9), (pw.argmax(1) + 1).astype(np.float64)])
+        med = np.median(lc, axis=1, keepdims=True)
+        peaks = ((lc[:, 1:-1] > lc[:, :-2]) & (lc[:, 1:-1] >= lc[:, 2:]) & (lc[:, 1:-1] > 1.5 * med)).sum(1)
+        st, mt, ht = (rho[:, :, sel].sum(2) for sel in (s_sel, m_sel, h_sel))
+        hs_t, ms_t = (ht - st) / (ht + st + 1e-12), (mt - st) / (mt + st + 1e-12)
+        out.append(np.column_stack([frac, hr, q, pk, peaks, hs_t.std(1), ms_t.std(1)]))
+    n_col = model.cfg.n_bands + 15
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n_col), np.float32)
 
 
 def feature_matrix(model: PPAD, z: np.ndarray, *, decoded: bool = True) -> np.ndarray:

@@ -463,7 +463,7 @@ class PPAD:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike | None = None, device: str | torch.device | None = None) -> PPAD:
-        """Load a saved model (default: the shipped one in ``simxray/data/ppad``)."""
+        """Load a saved model (default: the shipped one in ``simxray/data/ppad_default``)."""
         from safetensors.torch import load_file
 
         d = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -505,7 +505,7 @@ class PPAD:
         with torch.no_grad():
             return self.init(x)
 
-    def encode(self, events: Sequence[EventList] | Sequence[Prepared], *, steps: int = 40, lr: float = 0.05,
+    def encode(self, events: Sequence[EventList] | Sequence[Prepared], *, steps: int = 30, lr: float = 0.05,
                batch_size: int = 256, max_events: int | None = None, seed: int = 0,
                progress: bool = False, use_init: bool = True) -> EncodeResult:
         """Latents for event lists: network frozen, z optimised by Adam (batched, cosine lr).
@@ -609,8 +609,8 @@ class EncodeResult:
 
 
 def default_model_dir() -> Path:
-    """The shipped pre-trained encoder (``simxray/data/ppad``)."""
-    return Path(__file__).resolve().parent.parent / "data" / "ppad"
+    """The shipped pre-trained encoder (``simxray/data/ppad_default``)."""
+    return Path(__file__).resolve().parent.parent / "data" / "ppad_default"
 
 
 def optimise_latents(field_: PPADField, batch: Batch, cfg: PPADConfig, z0: torch.Tensor, *, steps: int,
@@ -638,7 +638,7 @@ def optimise_latents(field_: PPADField, batch: Batch, cfg: PPADConfig, z0: torch
 
 
 def train_ppad(events: Sequence[EventList] | Sequence[Prepared], cfg: PPADConfig | None = None, *,
-               steps: int = 3000, batch_size: int = 64, lr: float = 2e-3, lr_z: float = 1e-2, seed: int = 0,
+               steps: int = 3000, batch_size: int = 64, lr: float = 2e-3, lr_z: float = 0.05, seed: int = 0,
                init_steps: int = 1500, latent_scale: float = 0.5, device: str | torch.device | None = None,
                progress: bool = False,
                callback: Callable[[int, float], None] | None = None) -> tuple[PPAD, np.ndarray, dict]:

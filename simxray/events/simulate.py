@@ -251,15 +251,19 @@ def random_gti(rng: np.random.Generator, span: float, tstart: float, frame_time:
 
 def random_source(rng: np.random.Generator, kind: str | None = None, *,
                   counts: tuple[float, float] = (500.0, 8000.0),
-                  span: tuple[float, float] = (20e3, 120e3),
+                  span: tuple[float, float] | float = (20e3, 120e3),
                   spectral_change: bool | None = None, frame_time: float = FRAME_TIME,
                   gap_prob: float = 0.4, **overrides) -> SourceModel:
-    """Draw a random source of ``kind`` (random if None); ``overrides`` fix parameters
-    (``gamma``, ``nh22``, ``dgamma``, ``n_expected`` and any kind parameter)."""
+    """Draw a random source of ``kind`` (random if None).
+
+    ``counts``: range of expected counts in 0.5-7 keV (log-uniform); ``span``: range of the
+    observation span in s (log-uniform) or a fixed value; ``overrides`` fix parameters
+    (``gamma``, ``nh22``, ``dgamma``, ``n_expected`` and any kind parameter).
+    """
     kind = kind if kind is not None else str(rng.choice(KINDS))
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    T = overrides.pop("span", None) or _logu(rng, *span)
+    T = float(span) if np.isscalar(span) else _logu(rng, *span)
     tstart = float(np.round(6.0e8 + rng.uniform(0, 1e8)))
     gti = random_gti(rng, T, tstart, frame_time, gap_prob)
     gamma = overrides.pop("gamma", None) or float(rng.uniform(0.5, 3.5))

@@ -188,7 +188,15 @@ def sbi_checks(ranks: np.ndarray, thetas: np.ndarray, samples: np.ndarray, n_sam
         return out
     t = torch.as_tensor(thetas, dtype=torch.float32)
     s = torch.as_tensor(samples, dtype=torch.float32)
-    with warnings.catch_warnings():
+    try:    # sbi's C2ST trains sklearn classifiers: as many BLAS/OpenMP threads as torch's
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(max(1, torch.get_num_threads()))
+    except ImportError:
+        from contextlib import nullcontext
+
+        limit = nullcontext()
+    with limit, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         chk = check_sbc(torch.as_tensor(ranks, dtype=torch.float32), t, s[0], n_samples)
         ecp, alpha = _run_tarp(s, t, torch.as_tensor(ref, dtype=torch.float32), z_score_theta=True)

@@ -212,15 +212,15 @@ class XspecTable:
         rows, w = self.corners(values, xflt)
         B = rows.shape[0]
         u, inv = np.unique(rows, return_inverse=True)
-        W = np.zeros((B, u.size))
-        np.add.at(W, (np.repeat(np.arange(B), rows.shape[1]), inv.ravel()), w.ravel())
-        out = W @ self.rows(u)
+        W = sp.csr_matrix((w.ravel(), (np.repeat(np.arange(B), rows.shape[1]), inv.ravel())),
+                          shape=(B, u.size))  # duplicates (weights of one row) are summed
+        out = np.asarray(W @ self.rows(u))
         if self.addparams:
             add = np.zeros((B, len(self.addparams))) if add is None else np.broadcast_to(
                 np.asarray(add, dtype=float), (B, len(self.addparams)))
             for j in range(len(self.addparams)):
                 if np.any(add[:, j] != 0):
-                    out += add[:, j:j + 1] * (W @ self.rows(u, j))
+                    out += add[:, j:j + 1] * np.asarray(W @ self.rows(u, j))
         return out
 
     # -- rebinning ------------------------------------------------------------

@@ -44,10 +44,17 @@ Differences from XSPEC (all below CCD resolution unless stated):
 * Balucinska-Church & McCammon (1992, ``xsect bcmc``) cross sections are not
   implemented (XSPEC has used ``vern`` by default since 12.10.1).
 
-Speed: cross sections on the quadrature nodes of an edge grid are cached (LRU on the
-edges), so an evaluation costs one ``expm1`` per node and batch row (about 2 nodes per
-bin).  The z-variants interpolate a table of sigma E^2.5 (4000 points per decade, with
-points either side of every edge; error < 1e-7 above 0.1 keV), once per distinct z.
+Speed: the quadrature of an edge grid (nodes, ln weights, cross sections at the nodes,
+regrouped so that the two nodes of ordinary bins sum without a gather) is cached (LRU on
+the edges), so an evaluation costs one fused multiply-add, one ``exp`` and one add per
+node and batch row (about 2 nodes per bin), in float64 torch and in row blocks that
+stay in cache (:class:`BinAverager`): ~40 us per spectrum on Sherpa's pileup kernel grid
+above 0.23 keV (2944 bins), 1 core, against ~140 us for numpy's ``expm1`` + ``reduceat``.
+Round-off: ~1e-16 absolute near T = 1, ~1e-16 (1 + tau) relative below (the old
+``1 + <expm1(-tau)>`` form lost all relative precision under 1e-10 or so); node terms
+under 1e-300 count as 0.  The z-variants interpolate a table of sigma E^2.5 (4000 points
+per decade, with points either side of every edge; error < 1e-7 above 0.1 keV), once
+per distinct z.
 """
 
 from __future__ import annotations
@@ -87,8 +94,9 @@ GRAIN_PL = 3.5
 
 _MAX_PIECE_RATIO = 1.02  # largest hi/lo of a quadrature sub-interval
 _GL2 = 1.0 / np.sqrt(3.0)  # 2-point Gauss-Legendre nodes at +-1/sqrt(3), weights 1
-_TAU_MAX = 700.0  # optical depths beyond are evaluated as 700 (exp(-700) = 1e-304) ...
-_T_MIN = 1e-300  # ... and transmissions below this at a node count as 0
+_TAU_MAX = 700.0  # node exponents below -700 are evaluated at -700 (exp(-700) = 1e-304) ...
+_T_MIN = 1e-300  # ... and node terms below 1e-300 count as 0
+_TAU_MIN_ZERO = -np.log(_T_MIN) - 1.0  # exponents above -(this) need neither
 
 
 # ---------------------------------------------------------------------------
@@ -369,9 +377,13 @@ class BinAverager:
 
     The nodes are regrouped once: the first and second node of every bin (two arrays in
     bin order) and the few extra nodes of bins split at an edge or into several pieces
-    (added per bin with ``index_add``).  An evaluation is then one multiply, one ``exp``
-    and one weighted sum per node and row, in float64 torch (``exp`` there is vectorised,
-    numpy's ``expm1`` is not), with no gather or scatter of the dominant two-node bins.
+    (added per bin with ``index_add``).  Each node term is ``exp(ln w - nh sig22)``, so an
+    evaluation is one fused multiply-add, one ``exp`` and one add per node and row, in
+    float64 torch (``exp`` there is vectorised, numpy's ``expm1`` is not), in row blocks
+    that stay in cache.  Compared with ``1 + sum(w expm1(-tau))`` this is as accurate near
+    T = 1 (absolute error ~1e-16) and keeps full relative precision under deep absorption.
+    Node terms below 1e-300 count as 0 (``exp`` is ~10x slower where it underflows, and
+    denormal numbers would slow everything downstream).
     """
 
     def __init__(self, sig22: np.ndarray, w: np.ndarray, starts: np.ndarray):
@@ -381,33 +393,39 @@ class BinAverager:
             raise ValueError("expected at least two quadrature nodes per bin")
         extra = np.ones(n_nodes, dtype=bool)
         extra[starts] = extra[starts + 1] = False
-        extra_idx = np.flatnonzero(extra)
-        order = np.r_[starts, starts + 1, extra_idx]
+        order = np.r_[starts, starts + 1, np.flatnonzero(extra)]
+        sig = np.ascontiguousarray(sig22[order], dtype=np.float64)
+        log_w = np.log(np.ascontiguousarray(w[order], dtype=np.float64))
         self.n_bins = n_bins
-        self.neg_sig = torch.from_numpy(-np.ascontiguousarray(sig22[order], dtype=np.float64))
-        self.w = torch.from_numpy(np.ascontiguousarray(w[order], dtype=np.float64))
+        self.neg_sig = torch.from_numpy(-sig)
+        self.log_w = torch.from_numpy(log_w)
+        # -(largest node exponent) for nh = 1: decides per block whether to clamp
+        self._span = (float(sig.max()) if sig.size else 0.0, float(-log_w.min()) if log_w.size else 0.0)
         self.extra_bin = torch.from_numpy(np.repeat(np.arange(n_bins), counts - 2))
 
     def __call__(self, nh: np.ndarray) -> np.ndarray:
         """Bin averages of exp(-nh sig22) for nh (B, 1) -> (B, N), clipped to [0, 1]."""
         nh = np.ascontiguousarray(np.asarray(nh, dtype=np.float64).reshape(-1, 1))
-        B, n = nh.shape[0], self.n_bins
-        out = torch.empty((B, n), dtype=torch.float64)
-        chunk = max(1, BLOCK_ELEMENTS // max(self.w.numel(), 1))
+        B, n, n_nodes = nh.shape[0], self.n_bins, self.log_w.numel()
+        out = torch.empty((B, n), dtype=torch.float64, device="cpu")
+        rows = max(1, BLOCK_ELEMENTS // max(n_nodes, 1))
         nh_t = torch.from_numpy(nh)
-        buf = torch.empty((min(chunk, B), self.w.numel()), dtype=torch.float64)
-        for i in range(0, B, chunk):
-            t = torch.mul(nh_t[i:i + chunk], self.neg_sig, out=buf[: min(chunk, B - i)])  # -tau
-            # exp is ~10x slower where it underflows (tau > 708): evaluate e^-700 = 1e-304
-            # there, and set node values below 1e-300 to 0 (no denormals downstream)
-            t.clamp_(min=-_TAU_MAX).exp_()
-            torch.nn.functional.threshold_(t, _T_MIN, 0.0)
-            t.mul_(self.w)
-            o = out[i:i + chunk]
+        buf = torch.empty((min(rows, B), n_nodes), dtype=torch.float64, device="cpu")
+        sig_max, neg_log_w_max = self._span
+        for a in range(0, B, rows):
+            b = min(a + rows, B)
+            t = torch.addcmul(self.log_w, nh_t[a:b], self.neg_sig, out=buf[: b - a])  # ln w - tau
+            deep = float(nh[a:b].max()) * sig_max + neg_log_w_max > _TAU_MIN_ZERO
+            if deep:
+                t.clamp_(min=-_TAU_MAX)
+            t.exp_()
+            if deep:
+                torch.nn.functional.threshold_(t, _T_MIN, 0.0)
+            o = out[a:b]
             torch.add(t[:, :n], t[:, n:2 * n], out=o)
             if self.extra_bin.numel():
                 o.index_add_(1, self.extra_bin, t[:, 2 * n:])
-        out.clamp_(max=1.0)
+            o.clamp_(max=1.0)
         zero = nh[:, 0] == 0.0
         if zero.any():  # no absorber: exactly 1 (the weights sum to 1 only to rounding)
             out[torch.from_numpy(zero)] = 1.0

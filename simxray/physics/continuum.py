@@ -75,9 +75,9 @@ def powerlaw_flux(edges: np.ndarray, index: np.ndarray, norm: np.ndarray) -> np.
     scale = torch.from_numpy(np.divide(k, s, out=np.zeros_like(s), where=~small[:, None]))
     st = torch.from_numpy(np.ascontiguousarray(s))
     B, n = s.shape[0], e.size - 1
-    out = torch.empty((B, n), dtype=torch.float64)
+    out = torch.empty((B, n), dtype=torch.float64, device="cpu")
     rows = max(1, BLOCK_ELEMENTS // (n + 1))  # rows per block: the temporaries stay in cache
-    pw = torch.empty((min(rows, B), n + 1), dtype=torch.float64)
+    pw = torch.empty((min(rows, B), n + 1), dtype=torch.float64, device="cpu")
     for a in range(0, B, rows):
         b = min(a + rows, B)
         p = torch.mul(st[a:b], log, out=pw[: b - a]).exp_()  # E^s on the edges

@@ -310,7 +310,7 @@ def run_campaign(config, n: int, out: str | os.PathLike, *, seed: int = 0, worke
             "model": sim.expression,
             "response": json.dumps(response),
             "provenance": json.dumps(provenance(seed=seed, n=n, chunk_size=chunk, argv=argv,
-                                                inputs=response)),
+                                                inputs=response, tables=sim.model.tables())),
             "seed": np.int64(seed),
             "n": np.int64(n),
             "chunk_size": np.int64(chunk),

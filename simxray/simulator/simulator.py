@@ -217,7 +217,7 @@ class Simulator:
             self._first_bin = (key, int(nz[0]) if nz.size else 0)
         lo = self._first_bin[1]
         flux = self.model.evaluate(edges[lo:], mp)
-        src = torch.empty((B, K), dtype=torch.float64)
+        src = torch.empty((B, K), dtype=torch.float64, device="cpu")
         src[:, :lo] = 0.0
         np.copyto(src.numpy()[:, lo:], flux)
         return src.to(self.response.device)

@@ -427,6 +427,7 @@ RELXILL_EFLUX_KEV = 1e-5 / (4 * np.pi) / 1.602176634e-9
 
 
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(12)
+_GL4_X, _GL4_W = np.polynomial.legendre.leggauss(4)
 _BAND_EDGES = np.geomspace(0.1, 1000.0, 241)
 
 
@@ -435,10 +436,11 @@ def _log_integral(lo: np.ndarray, hi: np.ndarray, gamma: np.ndarray, ecut: np.nd
     """int_lo^hi E^(power - gamma) exp(-E/Ecut) dE per bin; lo, hi (B, N); gamma, ecut (B, 1)."""
     a, b = np.log(lo), np.log(hi)
     half = 0.5 * (b - a)
-    t = half[..., None] * _GL_X + (0.5 * (b + a))[..., None]
-    e = np.exp(t)
-    f = np.exp((power + 1.0 - gamma[..., None]) * t - e / ecut[..., None])  # dE = E dlnE
-    return (f @ _GL_W) * half
+    # narrow (log) bins: 4 Gauss-Legendre nodes are exact to ~1e-12 there
+    x, w = (_GL4_X, _GL4_W) if np.max(half) < 0.01 else (_GL_X, _GL_W)
+    t = half[..., None] * x + (0.5 * (b + a))[..., None]
+    f = np.exp((power + 1.0 - gamma[..., None]) * t - np.exp(t) / ecut[..., None])  # dE = E dlnE
+    return (f @ w) * half
 
 
 def primary_batch(edges: np.ndarray, gamma, ecut, eflux_kev: float = RELXILL_EFLUX_KEV,
@@ -454,9 +456,20 @@ def primary_batch(edges: np.ndarray, gamma, ecut, eflux_kev: float = RELXILL_EFL
     g, ec = np.broadcast_to(g, (B, 1)), np.broadcast_to(ec, (B, 1))
     e2 = np.broadcast_to(edges if edges.ndim == 2 else edges[None, :], (B, edges.shape[-1]))
     n = _log_integral(e2[:, :-1], e2[:, 1:], g, ec, 0.0)
+    return n * primary_norm(g[:, 0], ec[:, 0], eflux_kev, band)[:, None]
+
+
+def primary_norm(gamma: np.ndarray, ecut: np.ndarray, eflux_kev: float = RELXILL_EFLUX_KEV,
+                 band: tuple[float, float] = (0.1, 1000.0)) -> np.ndarray:
+    """K (photons/keV/cm^2/s at 1 keV) of K E^-gamma exp(-E/Ecut) carrying ``eflux_kev`` in ``band``.
+
+    ``gamma``, ``ecut`` (B,); returns (B,).
+    """
+    g = np.asarray(gamma, float).reshape(-1, 1)
+    ec = np.asarray(ecut, float).reshape(-1, 1)
     bl = _BAND_EDGES if band == (0.1, 1000.0) else np.geomspace(band[0], band[1], 241)
     eflux = _log_integral(bl[None, :-1], bl[None, 1:], g, ec, 1.0).sum(axis=1)
-    return n * (eflux_kev / eflux)[:, None]
+    return eflux_kev / eflux
 
 
 def primary_photons(edges: np.ndarray, gamma: float, ecut: float, eflux_kev: float = RELXILL_EFLUX_KEV,
@@ -496,7 +509,7 @@ def table_incl() -> np.ndarray:
     return np.degrees(np.arccos(MU_BINS))
 
 
-def build_table(out, photons_per_bin: int = 1500, seed: int = 20251, a_fe=TABLE_AFE,
+def build_table(out, photons_per_bin: int = 800, seed: int = 20251, a_fe=TABLE_AFE,
                 gammas=TABLE_GAMMA, ecuts=TABLE_ECUT, edges=TABLE_EDGES, fits_out=None,
                 overwrite: bool = False, cache_dir=None, progress=None):
     """Run the Monte Carlo for each A_Fe and write the default reflection table.
@@ -587,7 +600,10 @@ def build_table(out, photons_per_bin: int = 1500, seed: int = 20251, a_fe=TABLE_
 
         write_hdf5(table, out, overwrite=True, compression="gzip", extra=extra,
                    montecarlo={"photons_per_bin": photons_per_bin, "seed": seed,
-                               "a_fe": [float(a) for a in a_fe]})
+                               "a_fe": [float(a) for a in a_fe],
+                               "script": "simulations/make_reflection_table.py "
+                                         "(= simxray tables build-reflection)",
+                               "command": f"--photons {photons_per_bin} --seed {seed}"})
     finally:
         if fits_out is None and fits_path.exists():
             fits_path.unlink()

@@ -310,7 +310,9 @@ class TransferTable:
         """Interpolate in (spin, cos i) for B systems.
 
         gmin, gmax (which fix the sharp line edges) are interpolated with
-        Catmull-Rom cubics in both directions, trf and cosne bilinearly.
+        cubic Hermite splines in spin and in sin(i) (the Doppler shift is smooth
+        in sin i, while in cos i it has a square-root cusp at face-on), trf and
+        cosne bilinearly in (spin, cos i).
         Returns gmin, gmax (B, R) and trf, cosne (B, R, J, 2) on the table's
         radial nodes :func:`radial_grid` (a) (relative log position fixed);
         with ``branches=False`` trf summed over branches (B, R, J) and cosne None.
@@ -318,7 +320,11 @@ class TransferTable:
         a = np.asarray(a, float).ravel()
         mu0 = np.asarray(mu0, float).ravel()
         ia, wa4, ja = _cubic_weights(self.spin, a)
-        im, wm4, jm = _cubic_weights(self.mu0, mu0)
+        # sin(i) nodes in increasing order (mu0 increases, so sin i decreases)
+        s_nodes = np.sqrt(np.clip(1.0 - self.mu0[::-1] ** 2, 0.0, None))
+        _, wm4, js = _cubic_weights(s_nodes, np.sqrt(np.clip(1.0 - mu0 * mu0, 0.0, None)))
+        jm = [self.mu0.size - 1 - j for j in js]
+        im = np.clip(np.searchsorted(self.mu0, mu0, side="right") - 1, 0, self.mu0.size - 2)
         out = []
         for arr in (self.gmin, self.gmax):
             v = 0.0

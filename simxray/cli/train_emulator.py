@@ -1,0 +1,77 @@
+"""``simxray train-emulator DATASET.h5 --out DIR [--config TOML] [--target counts|source]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-emulator", help="train a neural emulator of the piled-up forward model",
+        description="Train an MLP that maps parameters (source and pileup) to expected counts per "
+                    "channel (target 'counts'), or the model parameters to the source spectrum on "
+                    "the pileup grid with the exact pileup and response applied after it (target "
+                    "'source'), on a dataset from 'simxray simulate'. Writes weights.safetensors, "
+                    "config.json (prior, parameter names and training ranges, response identity "
+                    "and checksums, channels, versions) and training.json to --out; no pickles.")
+    p.add_argument("dataset", help="HDF5 dataset written by 'simxray simulate'")
+    p.add_argument("--out", required=True, help="emulator directory to write")
+    p.add_argument("--config", help="TOML with an [emulator] table of settings (see "
+                                    "training/emulator_default.toml)")
+    p.add_argument("--target", choices=("counts", "source"), help="what the network predicts")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--hidden", type=int, help="hidden units per layer")
+    p.add_argument("--layers", type=int, help="hidden layers")
+    p.add_argument("--n-basis", type=int, help="principal components of log mu (0: none)")
+    p.add_argument("--batch-size", type=int, help="spectra per optimiser step")
+    p.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    p.add_argument("--n-train", type=int, help="use only the first N spectra of the dataset")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--overwrite", action="store_true", help="replace an emulator in --out")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def load_settings(path: str | None) -> dict:
+    """The [emulator] table of a TOML file ({} without a file)."""
+    if not path:
+        return {}
+    import tomllib
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError("file not found; expected a TOML file with an [emulator] table",
+                          path=path) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"unreadable TOML ({exc})", path=path) from None
+    table = data.get("emulator")
+    if not isinstance(table, dict):
+        raise ConfigError("missing; expected an [emulator] table", path=path, field="emulator")
+    return dict(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.emulator import train_emulator
+
+    settings = load_settings(args.config)
+    for key in ("target", "epochs", "hidden", "layers", "n_basis", "batch_size", "max_minutes",
+                "n_train", "seed"):
+        v = getattr(args, key)
+        if v is not None:
+            settings[key] = v
+    emu = train_emulator(args.dataset, args.out, settings=settings, quiet=args.quiet,
+                         threads=args.threads, overwrite=args.overwrite)
+    t = emu.config["training"]
+    v = t.get("validation_accuracy") or {}
+    print(f"trained {t['epochs']} epochs ({t['stop_reason']}) in {t['seconds']:.0f} s; best "
+          f"validation loss {t['best_val_loss']:.3g} at epoch {t['best_epoch']}")
+    if v.get("n_channels_used"):
+        print(f"validation ({t['n_validation']} spectra, channels with >= 10 counts): median "
+              f"relative error {v['median']:.3%}, 99th percentile {v['p99']:.3%}")
+    print(f"wrote {args.out}/weights.safetensors, config.json, training.json")
+    return 0

@@ -1,0 +1,642 @@
+"""Ensemble MCMC (emcee) with the Poisson likelihood, on the emulator or the exact simulator.
+
+``sample_emcee(spectrum, emulator=..., prior=..., n_samples=..., seed=...)`` returns an
+:class:`McmcResult` (samples (N, P), names, diagnostics, log_prob).  The likelihood is
+Cash's C (``cstat``, optionally with a fixed expected background added to the source
+model), or XSPEC's W (``wstat``) when a background spectrum is given; the log posterior is
+``-C/2 + log prior``.  Forward models: an :class:`~simxray.inference.emulator.Emulator`
+(fast) or a :class:`~simxray.simulator.simulator.Simulator` (exact, slow); anything with
+``expected(theta (B, P)) -> mu (B, C)`` works.
+
+The walkers move in the prior's natural coordinates (log θ for log-uniform priors).  They
+start from a Gaussian around the best of a batch of prior draws refined by Nelder-Mead,
+with the covariance of a finite-difference Hessian.  The sampler runs in blocks until the
+chain is longer than ``min_tau_multiple`` integrated autocorrelation times and holds at
+least ``n_effective`` effective samples (or ``max_steps`` is reached); the first
+``burn_tau`` autocorrelation times are discarded.  Diagnostics: τ per parameter, acceptance
+fraction (mean, min), effective sample size, steps, burn-in, thinning, likelihood
+evaluations and their time; warnings when the chain is too short or walkers are stuck.
+
+``fit_spectrum_emcee`` wraps it with the outputs of ``simxray fit`` (samples.h5,
+posterior.nc, summary.json, corner.png, spectrum.png) through
+:mod:`simxray.inference.fit`'s writers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError, SimxrayError
+
+ACCEPT_RANGE = (0.15, 0.75)
+
+
+@dataclass
+class McmcResult:
+    """Posterior samples (N, P) in physical units, their names, diagnostics and log posterior."""
+
+    samples: np.ndarray
+    names: list[str]
+    diagnostics: dict
+    log_prob: np.ndarray
+    chain: np.ndarray | None = field(default=None, repr=False)   # (steps, walkers, P) physical
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.diagnostics.get("warnings", []))
+
+
+class Likelihood:
+    """Vectorised log likelihood -stat/2 of counts x for expected source counts mu(theta).
+
+    ``kind="cstat"``: C(x, mu + background_mu); ``kind="wstat"``: W(x, b, mu, alpha) with
+    background counts b and scale alpha (background profiled out).
+    """
+
+    def __init__(self, counts: np.ndarray, forward, *, background_mu: np.ndarray | None = None,
+                 background_counts: np.ndarray | None = None,
+                 background_scale: float | np.ndarray | None = None):
+        from scipy.special import xlogy
+
+        self.x = np.asarray(counts, dtype=float)
+        self.forward = forward
+        self.n_calls = 0
+        self.n_spectra = 0
+        self.seconds = 0.0
+        if background_counts is not None:
+            if background_scale is None:
+                raise ParameterError("wstat needs the background scale (exposure x BACKSCAL "
+                                     "ratio)", field="background_scale")
+            self.kind = "wstat"
+            self.b = np.asarray(background_counts, dtype=float)
+            self.alpha = background_scale
+            if self.b.shape != self.x.shape:
+                raise ParameterError(f"background has {self.b.size} channels; the spectrum "
+                                     f"{self.x.size}", field="background")
+            self._wstat = FastWStat(self.x, self.b, self.alpha)
+        else:
+            self.kind = "cstat"
+            self.bmu = 0.0 if background_mu is None else np.asarray(background_mu, dtype=float)
+        self._const = float(np.sum(xlogy(self.x, self.x) - self.x))
+
+    def expected(self, theta: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        mu = self.forward(theta)
+        self.seconds += time.perf_counter() - t0
+        self.n_calls += 1
+        self.n_spectra += len(theta)
+        return mu
+
+    def stat(self, theta: np.ndarray) -> np.ndarray:
+        """The fit statistic (B,) for theta (B, P) in physical units."""
+        from .stats import cstat
+
+        mu = self.expected(theta)
+        if self.kind == "wstat":
+            return self._wstat(mu)
+        return cstat(self.x, mu + self.bmu)
+
+    def __call__(self, theta: np.ndarray) -> np.ndarray:
+        """log L (B,) up to a constant: -stat / 2."""
+        return -0.5 * self.stat(theta)
+
+
+class FastWStat:
+    """XSPEC's W-stat summed over channels, for many models against fixed data: the channel
+    classes (S = 0, B = 0, both > 0) and the data-only terms are precomputed, so a call costs
+    a few array operations on (N, C) (equal to :func:`simxray.inference.stats.wstat`)."""
+
+    def __init__(self, counts: np.ndarray, background: np.ndarray,
+                 alpha: float | np.ndarray):
+        from scipy.special import xlogy
+
+        S = np.asarray(counts, dtype=float)
+        B = np.asarray(background, dtype=float)
+        tb = np.broadcast_to(1.0 / np.asarray(alpha, dtype=float), S.shape).astype(float)
+        a = 1.0 + tb
+        self.g = np.flatnonzero((S > 0) & (B > 0))
+        self.s0 = np.flatnonzero(S == 0)
+        self.b0 = np.flatnonzero((S > 0) & (B == 0))
+        self.S, self.B, self.a, self.tb = S, B, a, tb
+        g, s0, b0 = self.g, self.s0, self.b0
+        self.const = (2.0 * np.sum(-B[s0] * np.log(tb[s0] / a[s0]))
+                      + 2.0 * np.sum(xlogy(S[g], S[g]) - S[g] + xlogy(B[g], B[g]) - B[g]))
+        self.Sg, self.Bg, self.ag, self.tbg = S[g], B[g], a[g], tb[g]
+        self.Sb, self.ab, self.tbb = S[b0], a[b0], tb[b0]
+        self.lnSb = np.log(np.where(self.Sb > 0, self.Sb, 1.0))
+
+    def __call__(self, mu: np.ndarray) -> np.ndarray:
+        """W (N,) for expected source counts mu (N, C)."""
+        m = np.maximum(np.atleast_2d(mu), 0.0)
+        out = 2.0 * m[:, self.s0].sum(1) + self.const
+        if self.g.size:
+            mg = m[:, self.g]
+            S, B, a, tb = self.Sg, self.Bg, self.ag, self.tbg
+            b = a * mg - S - B
+            d = np.sqrt(b * b + 4.0 * a * B * mg)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = np.where(b >= 0, 2.0 * B * mg / np.where(b + d > 0, b + d, 1.0),
+                             (d - b) / (2.0 * a))
+                out += 2.0 * (mg + a * f - S * np.log(mg + f) - B * np.log(tb * f)).sum(1)
+        if self.b0.size:
+            mb = m[:, self.b0]
+            S, a, tb = self.Sb, self.ab, self.tbb
+            with np.errstate(divide="ignore"):
+                low = -tb * mb - S * np.log(1.0 / a)
+                high = mb + S * self.lnSb - S * np.log(np.maximum(mb, 1e-300)) - S
+            out += 2.0 * np.where(mb < S / a, low, high).sum(1)
+        return out
+
+
+class _Coords:
+    """Physical θ ↔ sampling coordinates x (log θ for log-uniform priors)."""
+
+    def __init__(self, prior):
+        self.prior = prior
+        self.log = np.array([d.dist == "loguniform" for d in prior.varying], dtype=bool)
+        b = prior.bounds
+        self.lo = np.where(self.log, np.log(np.where(self.log, b[:, 0], 1.0)), b[:, 0])
+        self.hi = np.where(self.log, np.log(np.where(self.log, b[:, 1], 1.0)), b[:, 1])
+
+    def to_theta(self, x: np.ndarray) -> np.ndarray:
+        return np.where(self.log, np.exp(np.where(self.log, x, 0.0)), x)
+
+    def to_x(self, theta: np.ndarray) -> np.ndarray:
+        t = np.asarray(theta, float)
+        return np.where(self.log, np.log(np.where(self.log, np.maximum(t, 1e-300), 1.0)), t)
+
+    def log_prior(self, x: np.ndarray) -> np.ndarray:
+        """log prior density in x coordinates (Jacobian included); -inf outside."""
+        inside = np.all((x >= self.lo) & (x <= self.hi), axis=-1)
+        lp = np.full(x.shape[0], -np.inf)
+        if inside.any():
+            xi = x[inside]
+            lp[inside] = self.prior.log_prob(self.to_theta(xi)) + (xi * self.log).sum(-1)
+        return lp
+
+
+def _resolve_forward(emulator, simulator, prior):
+    if (emulator is None) == (simulator is None):
+        raise SimxrayError("give exactly one forward model: emulator= (fast) or simulator= (exact)",
+                           field="forward model")
+    model = emulator if emulator is not None else simulator
+    names = list(getattr(model, "names", prior.names))
+    if names != list(prior.names):
+        raise ParameterError(f"the prior's parameters {prior.names} differ from the forward "
+                             f"model's {names}", field="prior")
+    check = getattr(emulator, "check_prior", None)
+    if check is not None:
+        check(prior)
+
+    def forward(theta: np.ndarray) -> np.ndarray:
+        if emulator is not None:
+            try:
+                return emulator.expected(theta, on_range="clip")
+            except TypeError:
+                return emulator.expected(theta)
+        return simulator.expected(theta)
+
+    return forward, ("emulator" if emulator is not None else "simulator")
+
+
+def _counts_and_background(spectrum, model, background, background_scale):
+    """(counts (C,), background counts or None, alpha or None, spectrum object or None)."""
+    spec = None
+    if hasattr(spectrum, "counts") and hasattr(spectrum, "channel"):
+        spec = spectrum
+        ch = getattr(model, "channels", None)
+        if ch is None:
+            sl = getattr(model, "slice", None)
+            ch = [int(model.channel[0]), int(model.channel[-1])] if sl is not None else None
+        if ch is None:
+            raise SimxrayError("cannot tell which channels the forward model covers",
+                               field="channels")
+        c = np.asarray(spec.channel).astype(int)
+        idx = np.flatnonzero((c >= ch[0]) & (c <= ch[1]))
+        x = np.asarray(spec.counts, dtype=float)[idx]
+        if background is None and spec.background is not None:
+            background = np.asarray(spec.background.counts, dtype=float)[idx]
+            scale = spec.background_scale
+            background_scale = scale[idx] if np.ndim(scale) else float(scale)
+    else:
+        x = np.asarray(spectrum, dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise SimxrayError(f"expected counts per channel (C,), got shape {x.shape}", field="spectrum")
+    if not np.all(np.isfinite(x)) or np.any(x < 0):
+        raise SimxrayError("counts must be finite and non-negative", field="spectrum")
+    return x, background, background_scale, spec
+
+
+def sample_emcee(spectrum, **kwargs) -> McmcResult:
+    """Sample p(θ | counts) with emcee (see :func:`_sample_emcee` for the arguments), with
+    numpy's BLAS limited to one thread (small matrix products; see
+    :func:`~simxray.inference.emulator.one_blas_thread`)."""
+    from .emulator import one_blas_thread
+
+    with one_blas_thread():
+        return _sample_emcee(spectrum, **kwargs)
+
+
+def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samples: int = 10000,
+                 seed: int = 0, n_walkers: int | None = None, n_effective: int = 1000,
+                 max_steps: int = 20000, block: int = 250, min_tau_multiple: float = 50.0,
+                 burn_tau: float = 5.0, background: np.ndarray | None = None,
+                 background_scale: float | np.ndarray | None = None,
+                 background_mu: np.ndarray | None = None, n_init: int | None = None,
+                 init: np.ndarray | None = None, moves=None, quiet: bool = False,
+                 keep_chain: bool = False) -> McmcResult:
+    """Sample p(θ | counts) with emcee's affine-invariant ensemble sampler.
+
+    spectrum : counts (C,) in the forward model's channels, or a
+        :class:`~simxray.io.ogip.Spectrum` (its background, if any, gives W-stat).
+    emulator / simulator : the forward model (exactly one); anything with ``expected``.
+    prior : :class:`~simxray.simulator.prior.Prior` over the forward model's parameters
+        (default: the emulator's or simulator's own).
+    n_samples : posterior draws returned (subsampled without replacement from the chain
+        after burn-in; all of them, with a warning, if the chain holds fewer).
+    n_effective : effective sample size to reach before stopping (also the warning limit).
+    background, background_scale : background counts (C,) and the exposure × BACKSCAL ratio:
+        W-stat.  background_mu : a fixed expected background (C,) added to the model (C-stat).
+    init : (P,) starting point (physical units) instead of the automatic search.
+    moves : emcee moves (default: 80 % DEMove + 20 % DESnookerMove, which on the piled
+        NGC 4258 setup halves the autocorrelation time of emcee's default stretch move).
+    """
+    import emcee
+    from scipy.optimize import minimize
+    from tqdm import tqdm
+
+    if prior is None:
+        prior = getattr(emulator if emulator is not None else simulator, "prior", None)
+        if prior is None:
+            raise SimxrayError("no prior given and the forward model has none", field="prior")
+    forward, kind = _resolve_forward(emulator, simulator, prior)
+    model = emulator if emulator is not None else simulator
+    x_obs, bkg, alpha, _ = _counts_and_background(spectrum, model, background, background_scale)
+    if n_samples < 1:
+        raise SimxrayError(f"expected a positive number of samples, got {n_samples}",
+                           field="n_samples")
+    P = prior.dim
+    nw = int(n_walkers or max(32, 4 * P + 2 - (4 * P) % 2))
+    if nw < 2 * P or nw % 2:
+        raise SimxrayError(f"expected an even number of walkers >= {2 * P}, got {nw}",
+                           field="n_walkers")
+    like = Likelihood(x_obs, forward, background_mu=background_mu, background_counts=bkg,
+                      background_scale=alpha)
+    coords = _Coords(prior)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+
+    def log_post(x: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(x)
+        lp = coords.log_prior(x)
+        ok = np.isfinite(lp)
+        if ok.any():
+            ll = like(coords.to_theta(x[ok]))
+            lp[ok] = lp[ok] + np.where(np.isfinite(ll), ll, -np.inf)
+        return lp
+
+    # -- starting point: best prior draw, Nelder-Mead, Hessian covariance ----------------------
+    if init is not None:
+        x0 = coords.to_x(np.asarray(init, float).reshape(1, P))[0]
+        if not np.isfinite(log_post(x0)[0]):
+            raise ParameterError("init lies outside the prior", field="init")
+    else:
+        k = int(n_init or (4096 if kind == "emulator" else 256))
+        cand = coords.to_x(prior.sample(k, rng))
+        lp = np.concatenate([log_post(cand[a:a + 1024]) for a in range(0, k, 1024)])
+        x0 = cand[int(np.argmax(lp))]
+    width = coords.hi - coords.lo
+    maxfev = 600 if kind == "emulator" else 200
+    def neg(v: np.ndarray) -> float:
+        lp = float(log_post(v)[0])
+        return -lp if math.isfinite(lp) else 1e30
+
+    opt = minimize(neg, x0, method="Nelder-Mead",
+                   options={"maxfev": maxfev, "xatol": 1e-6, "fatol": 1e-4,
+                            "initial_simplex": x0 + np.vstack([np.zeros(P),
+                                                               0.02 * np.diag(width)])})
+    x_map = opt.x if opt.fun < -float(log_post(x0)[0]) else x0
+    cov = _hessian_cov(log_post, x_map, width)
+    start = _initial_walkers(rng, x_map, cov, nw, coords, width, log_post)
+
+    # -- run ---------------------------------------------------------------------------------------
+    if moves is None:       # differential evolution: ~half the autocorrelation time of the
+        moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]  # stretch move
+    sampler = emcee.EnsembleSampler(nw, P, log_post, vectorize=True, moves=moves)
+    sampler.random_state = np.random.RandomState(seed % 2**32).get_state()
+    state = start
+    steps = 0
+    tau = np.full(P, np.nan)
+    reason = "max_steps"
+    bar = tqdm(total=max_steps, unit="step", disable=quiet, desc=f"emcee ({kind})",
+               dynamic_ncols=True)
+    try:
+        while steps < max_steps:
+            n = min(block, max_steps - steps)
+            state = sampler.run_mcmc(state, n, progress=False)
+            steps += n
+            bar.update(n)
+            chain = sampler.get_chain()
+            tau = _tau(chain[steps // 3:])       # the last two thirds: past the burn-in
+            tmax = float(np.nanmax(tau)) if np.isfinite(tau).any() else math.inf
+            burn = int(math.ceil(burn_tau * tmax)) if math.isfinite(tmax) else steps
+            ess = nw * max(0, steps - burn) / tmax if math.isfinite(tmax) else 0.0
+            bar.set_postfix(tau=f"{tmax:.0f}", ess=f"{ess:.0f}",
+                            acc=f"{np.mean(sampler.acceptance_fraction):.2f}")
+            if (math.isfinite(tmax) and steps >= min_tau_multiple * tmax and ess >= n_effective
+                    and steps > burn):
+                reason = "converged"
+                break
+    except KeyboardInterrupt:
+        reason = "interrupted"
+        if steps == 0:
+            raise
+    finally:
+        bar.close()
+    chain_x = sampler.get_chain()
+    lp_chain = sampler.get_log_prob()
+    tau = _tau(chain_x[steps // 3:])
+    tmax = float(np.nanmax(tau)) if np.isfinite(tau).any() else float(steps)
+    burn = min(int(math.ceil(burn_tau * tmax)), steps // 2)
+    post = chain_x[burn:]
+    post_lp = lp_chain[burn:]
+    acc = sampler.acceptance_fraction
+    ess = nw * post.shape[0] / tau
+    flat = post.reshape(-1, P)
+    flat_lp = post_lp.reshape(-1)
+    warn: list[str] = []
+    if steps < min_tau_multiple * tmax:
+        warn.append(f"chain too short: {steps} steps < {min_tau_multiple:g} autocorrelation times "
+                    f"({min_tau_multiple:g} x {tmax:.0f}); the autocorrelation time and the "
+                    "posterior may be unreliable (raise max_steps)")
+    if float(np.nanmin(ess)) < n_effective:
+        warn.append(f"effective sample size {np.nanmin(ess):.0f} < {n_effective} "
+                    "(raise max_steps)")
+    if not ACCEPT_RANGE[0] <= float(acc.mean()) <= ACCEPT_RANGE[1]:
+        warn.append(f"mean acceptance fraction {acc.mean():.2f} outside "
+                    f"[{ACCEPT_RANGE[0]}, {ACCEPT_RANGE[1]}]")
+    stuck = int((acc < 0.25 * np.median(acc)).sum())
+    if stuck:
+        warn.append(f"{stuck} walker(s) with acceptance below a quarter of the median (stuck in "
+                    "a low-probability region?)")
+    if flat.shape[0] >= n_samples:
+        pick = np.sort(rng.choice(flat.shape[0], n_samples, replace=False))
+    else:
+        warn.append(f"the chain after burn-in holds {flat.shape[0]} draws < n_samples "
+                    f"{n_samples}; returning them all")
+        pick = np.arange(flat.shape[0])
+    for w in warn:
+        warnings.warn(f"emcee: {w}", RuntimeWarning, stacklevel=2)
+    seconds = time.perf_counter() - t0
+    theta_map = coords.to_theta(x_map[None])[0]
+    diag: dict[str, Any] = {
+        "sampler": "emcee.EnsembleSampler", "emcee_version": emcee.__version__,
+        "forward_model": kind, "statistic": like.kind, "n_walkers": nw, "steps": steps,
+        "burn_in": burn, "stop_reason": reason,
+        "autocorr_time": dict(zip(prior.names, map(float, tau), strict=True)),
+        "autocorr_time_max": tmax,
+        "effective_sample_size": dict(zip(prior.names, map(float, ess), strict=True)),
+        "effective_sample_size_min": float(np.nanmin(ess)),
+        "acceptance_fraction_mean": float(acc.mean()), "acceptance_fraction_min": float(acc.min()),
+        "n_samples": int(len(pick)), "n_chain_draws": int(flat.shape[0]),
+        "likelihood_calls": like.n_calls, "likelihood_spectra": like.n_spectra,
+        "likelihood_seconds": like.seconds,
+        "seconds_per_likelihood": like.seconds / max(1, like.n_spectra),
+        "seconds": seconds, "seconds_per_1000_effective":
+            seconds * 1000.0 / max(float(np.nanmin(ess)), 1e-9),
+        "map": dict(zip(prior.names, map(float, theta_map), strict=True)),
+        "map_stat": float(-2.0 * np.max(lp_chain)) if lp_chain.size else None,
+        "seed": int(seed), "warnings": warn,
+    }
+    samples = coords.to_theta(flat[pick])
+    return McmcResult(samples=samples, names=list(prior.names), diagnostics=diag,
+                      log_prob=flat_lp[pick],
+                      chain=coords.to_theta(chain_x) if keep_chain else None)
+
+
+def _tau(chain: np.ndarray) -> np.ndarray:
+    """Integrated autocorrelation time per parameter (NaN where the chain is too short)."""
+    from emcee.autocorr import integrated_time
+
+    if chain.shape[0] < 20:
+        return np.full(chain.shape[-1], np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return np.asarray(integrated_time(chain, tol=0, quiet=True), dtype=float)
+        except Exception:  # emcee raises for degenerate chains
+            return np.full(chain.shape[-1], np.nan)
+
+
+def _hessian_cov(log_post, x: np.ndarray, width: np.ndarray) -> np.ndarray | None:
+    """Covariance -H⁻¹ from central finite differences of the log posterior (one batch)."""
+    P = x.size
+    h = 1e-3 * width
+    pts = [x]
+    idx = []
+    for i in range(P):
+        for j in range(i, P):
+            for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                d = np.zeros(P)
+                d[i] += si * h[i]
+                d[j] += sj * h[j]
+                pts.append(x + d)
+            idx.append((i, j))
+    vals = log_post(np.array(pts))
+    if not np.all(np.isfinite(vals)):
+        return None
+    H = np.zeros((P, P))
+    k = 1
+    for i, j in idx:
+        f_pp, f_pm, f_mp, f_mm = vals[k:k + 4]
+        k += 4
+        if i == j:
+            # x ± 2h along i: second difference with step 2h
+            H[i, i] = (f_pp - 2 * vals[0] + f_mm) / (4 * h[i] ** 2)
+        else:
+            H[i, j] = H[j, i] = (f_pp - f_pm - f_mp + f_mm) / (4 * h[i] * h[j])
+    try:
+        cov = np.linalg.inv(-H)
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return None
+    return cov
+
+
+def _initial_walkers(rng, x_map, cov, nw, coords, width, log_post) -> np.ndarray:
+    """Walkers from N(x_map, (cov/4)) inside the prior (a small ball if cov is unusable)."""
+    out = np.empty((0, x_map.size))
+    for _ in range(50):
+        if cov is not None:
+            z = rng.multivariate_normal(x_map, 0.25 * cov, size=4 * nw)
+        else:
+            z = x_map + 1e-3 * width * rng.standard_normal((4 * nw, x_map.size))
+        ok = np.isfinite(log_post(z))
+        out = np.vstack([out, z[ok]])
+        if len(out) >= nw:
+            return out[:nw]
+        cov = None if cov is None else 0.25 * cov
+    raise SimxrayError("could not place the walkers inside the prior around the best fit",
+                       field="init")
+
+
+def synthetic_spectrum(path: str | os.PathLike, theta: np.ndarray, *, seed: int = 0,
+                       emulator: str | os.PathLike | None = None,
+                       template: str | os.PathLike | None = None) -> tuple[Path, np.ndarray]:
+    """Write a synthetic piled-up PHA spectrum drawn from the **exact simulator** at theta (P,)
+    (the emulator's parameters), with the template's ARF, RMF, exposure, frame time and
+    background (default: the embedded NGC 4258 spectrum).
+
+    Counts outside the emulator's channels are the template's; inside they are
+    Poisson(mu(theta) + expected background).  Returns (path, mu (C,)).
+    """
+    from ..datasets import default_spectrum_path
+    from ..io.ogip import read_pha, write_pha
+    from ..provenance import provenance
+    from .emulator import Emulator
+    from .fit import build_simulator
+
+    emu = Emulator.load(emulator)
+    spec = read_pha(template or default_spectrum_path())
+    sim = build_simulator(emu.config, spec)
+    th = np.asarray(theta, dtype=float).reshape(1, -1)
+    emu.check_theta(th)
+    mu = sim.expected(th)[0]
+    bmu = sim.background_mu if sim.background_mu is not None else 0.0
+    counts = np.asarray(spec.counts).copy()
+    lo = int(np.flatnonzero(np.asarray(spec.channel) == emu.channels[0])[0])
+    counts[lo:lo + mu.size] = np.random.default_rng(seed).poisson(mu + bmu)
+    out = write_pha(path, counts, spec.exposure, respfile=str(spec.rmf.path),
+                    ancrfile=str(spec.arf.path) if spec.arf is not None else None,
+                    backfile=str(spec.background.path) if spec.background is not None else None,
+                    backscal=spec.backscal, areascal=spec.areascal, frame_time=spec.frame_time,
+                    channel=spec.channel, overwrite=True,
+                    header={"OBJECT": "simxray synthetic"},
+                    provenance=provenance(seed=int(seed), theta=list(map(float, th[0])),
+                                          generator="simxray exact simulator"))
+    return Path(out), mu
+
+
+# -- `simxray fit --method emcee` -----------------------------------------------------------------
+
+def fit_spectrum_emcee(spectrum: str | os.PathLike, emulator: str | os.PathLike | None = None, *,
+                       out: str | os.PathLike | None = None, n_samples: int = 10000,
+                       seed: int = 0, exact: bool = False, force: bool = False,
+                       ppc_draws: int = 100, plots: bool = True, arf: str | None = None,
+                       rmf: str | None = None, background: str | None = None,
+                       frame_time: float | None = None, n_effective: int = 1000,
+                       max_steps: int = 20000, n_walkers: int | None = None,
+                       quiet: bool = True, threads: int = 1):
+    """``simxray fit --method emcee``: emcee on the emulator (or, ``exact``, on the simulator
+    rebuilt for this spectrum's response), with the same outputs as the NPE fit.
+
+    Returns a :class:`~simxray.inference.fit.FitResult` whose summary adds ``method`` and
+    ``sampler`` (the MCMC diagnostics); its warnings include the sampler's.
+    """
+    import torch
+
+    from ..io.ogip import read_pha
+    from ..provenance import provenance, sha256
+    from .emulator import Emulator
+    from .fit import FitResult, build_simulator, posterior_predictive, summarise, write_outputs
+
+    t0 = time.perf_counter()
+    emu = Emulator.load(emulator)
+    cfg = emu.config
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec = read_pha(spectrum, arf=arf, rmf=rmf, background=background, frame_time=frame_time)
+    warn_list = [str(w.message) for w in caught]
+    problems = emu.check_spectrum(spec, force=force)
+    warn_list += [f"{p} (fitted anyway: --force)" for p in problems]
+    x = emu.select(spec)
+    n_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    sim = None
+    try:
+        if exact or ppc_draws > 0:
+            try:
+                sim = build_simulator(cfg, spec)
+            except (SimxrayError, ImportError, ValueError, KeyError) as exc:
+                if exact:
+                    raise
+                warn_list.append(f"no posterior-predictive check: cannot rebuild the simulator "
+                                 f"({str(exc).splitlines()[0]})")
+        prior = emu.prior
+        kw = {"simulator": sim} if exact else {"emulator": emu}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = sample_emcee(spec, prior=prior, n_samples=n_samples, seed=seed,
+                               n_effective=n_effective, max_steps=max_steps, n_walkers=n_walkers,
+                               quiet=quiet, **kw)
+        t_sample = time.perf_counter()
+        names = res.names
+        samples = res.samples
+        pileup_on = (cfg.get("pileup") or {}).get("model", "none") != "none"
+        title = f"{Path(spectrum).name}: {cfg['model']}" + (" + pileup" if pileup_on else "") + \
+            f" (emcee, {'simulator' if exact else 'emulator'})"
+        summary: dict = {"spectrum": str(Path(spectrum).resolve()),
+                         "posterior": str(Path(emu.path).resolve()) if emu.path else "",
+                         "method": "emcee", "forward_model": "simulator" if exact else "emulator",
+                         "n_samples": int(len(samples)), "total_counts": float(x.sum()),
+                         "channels": emu.channels, "parameters": {}, "checks": {}, "warnings": [],
+                         "sampler": res.diagnostics}
+        for i, n in enumerate(names):
+            summary["parameters"][n] = summarise(samples[:, i])
+        pred = None
+        rng = np.random.default_rng(seed)
+        if sim is not None and ppc_draws > 0:
+            from .diagnostics import ppc_cstat
+
+            k = min(int(ppc_draws), len(samples))
+            draws = samples[rng.choice(len(samples), k, replace=False)]
+            pred = posterior_predictive(sim, draws)
+            mu_tot = pred["mu"] + (pred["background"] if pred.get("background") is not None
+                                   else 0.0)
+            pred["replicates"] = rng.poisson(mu_tot)
+            ppc = ppc_cstat(x, mu_tot, rng, replicates=pred["replicates"])
+            summary["checks"]["ppc"] = ppc
+            if sim.pileup:
+                summary["pileup_fraction"] = summarise(pred["pileup_fraction"])
+                summary["pileup_fraction"]["n_draws"] = k
+            from .fit import PPC_ALERT
+
+            if ppc["p_value"] < PPC_ALERT:
+                summary["warnings"].append(
+                    f"misspecified or out of distribution: posterior-predictive C-stat p = "
+                    f"{ppc['p_value']:.3g} < {PPC_ALERT}")
+    finally:
+        torch.set_num_threads(n_threads)
+    summary["warnings"] = warn_list + [f"emcee: {w}" for w in res.warnings] + summary["warnings"]
+    summary["flagged"] = bool(summary["warnings"])
+    summary["timing_s"] = {"sample": round(t_sample - t0, 3),
+                           "predictive": round(time.perf_counter() - t_sample, 3)}
+    summary["provenance"] = provenance(
+        seed=seed, inputs={"spectrum": summary["spectrum"], "spectrum_sha256": sha256(spectrum),
+                           "emulator": summary["posterior"],
+                           "emulator_weights_sha256": cfg["weights_sha256"]},
+        method="emcee", forward_model=summary["forward_model"], forced=bool(force and problems))
+    result = FitResult(samples=samples, names=names, summary=summary)
+    if out is not None:
+        outp = Path(out)
+        if outp.exists() and not outp.is_dir():
+            raise SimxrayError("exists and is not a directory", path=str(outp), field="--out")
+        result.files = write_outputs(outp, result, cfg, spec, x, pred, sim, plots, title=title)
+    summary["timing_s"]["total"] = round(time.perf_counter() - t0, 3)
+    if out is not None:
+        from .saving import write_json
+
+        write_json(Path(out) / "summary.json", summary)
+    return result
+
+
+__all__ = ["McmcResult", "Likelihood", "FastWStat", "sample_emcee", "fit_spectrum_emcee", "synthetic_spectrum"]

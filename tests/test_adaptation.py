@@ -1,0 +1,345 @@
+"""Adaptation of the pileup prescription: alpha(E) Davis, hierarchical calibration, PAIRS files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from simxray.adaptation.calibrate import (
+    PSI_PRIOR_MEAN,
+    calibrate,
+    phi_to_psi,
+    population_fit,
+    psi_to_phi,
+)
+from simxray.adaptation.forward import EnergyDavis, SourceModel, phi_tensors
+from simxray.adaptation.pairs import Pair, load_pairs, write_grating_pha
+from simxray.errors import ConfigError
+from simxray.instrument.pileup import piled_counts
+
+torch.set_num_threads(1)
+EXPOSURE = 30000.0
+
+
+@pytest.fixture(scope="module")
+def acis():
+    from simxray.datasets import default_spectrum_path
+    from simxray.instrument.response import Response
+    from simxray.io.ogip import read_pha
+
+    spec = read_pha(default_spectrum_path(), background="none")
+    resp = Response.from_spectrum(spec, EXPOSURE)
+    return spec, resp, resp.channel_slice(0.5, 8.0)
+
+
+@pytest.fixture(scope="module")
+def source():
+    return SourceModel("tbabs*powerlaw", ["nH", "PhoIndex", "norm"], log=["nH", "norm"])
+
+
+def test_energy_davis_reduces_to_davis(acis, source):
+    """alpha1 = 0, eff = 1: the stock Davis kernel (exact p!) channel by channel."""
+    _, resp, sl = acis
+    ed = EnergyDavis(resp, sl, grid="1024", ftime=3.24104)
+    theta = np.array([[-1.0, 1.7, -3.5], [-0.7, 2.1, -3.0]])
+    phi = {"alpha0": np.array([0.5, 0.8]), "alpha1": 0.0, "f": np.array([0.95, 0.9]), "eff": 1.0}
+    mu, frac = ed.counts_and_fraction(torch.as_tensor(source.evaluate(theta, ed.source_edges)),
+                                      phi_tensors(phi, 2))
+    pars = source.params(theta)
+    ref, rfrac = piled_counts(resp, lambda e: source.model.evaluate(e, pars),
+                              {"alpha": phi["alpha0"], "f": phi["f"], "ftime": 3.24104}, grid="1024",
+                              factorial="exact", return_fraction=True, channels=sl)
+    assert np.abs(mu.numpy() - ref).max() < 1e-9 * ref.max()
+    np.testing.assert_allclose(frac.numpy(), rfrac, rtol=1e-9)
+    assert 0.05 < rfrac[0] < 0.6  # a real pileup regime, not a trivial check
+
+
+def test_alpha_slope_moves_hard_piles(acis, source):
+    """A negative alpha1 removes piles above 2 keV and adds none below; eff scales everything."""
+    _, resp, sl = acis
+    ed = EnergyDavis(resp, sl, grid="1024", ftime=3.24104)
+    flux = torch.as_tensor(source.evaluate(np.array([[-1.0, 1.7, -3.0]] * 3), ed.source_edges))
+    phi = phi_tensors({"alpha0": 0.6, "alpha1": np.array([0.0, -0.3, 0.0]), "f": 0.95,
+                       "eff": np.array([1.0, 1.0, 0.9])}, 3)
+    kc, frac = ed.kernel_counts(flux, phi)
+    e = ed.grid.energies[: ed.K_out]
+    hi, lo = e > 2.5, e < 1.9
+    assert float((kc[1, hi] / kc[0, hi]).max()) < 1.0 - 1e-6
+    assert float((kc[1, lo] / kc[0, lo]).min()) >= 1.0 - 1e-12
+    assert float(frac[1]) < float(frac[0])
+    np.testing.assert_allclose(kc[2].numpy(), 0.9 * kc[0].numpy(), rtol=1e-12)
+
+
+def test_source_model_gradient(source, acis):
+    _, resp, _ = acis
+    edges = np.linspace(0.5, 8.0, 200)
+    th = torch.tensor([[-0.8, 1.9, -3.2]], dtype=torch.float64, requires_grad=True)
+    w = torch.linspace(0.0, 1.0, 199, dtype=torch.float64)
+    (source.flux(th, edges) * w).sum().backward()
+    eps = 1e-6
+    for j in range(3):
+        tp, tm = th.detach().clone(), th.detach().clone()
+        tp[0, j] += eps
+        tm[0, j] -= eps
+        fd = ((source.evaluate(tp.numpy(), edges) - source.evaluate(tm.numpy(), edges)) @ w.numpy()) / (2 * eps)
+        assert float(th.grad[0, j]) == pytest.approx(float(fd[0]), rel=1e-3)
+
+
+def test_psi_phi_roundtrip():
+    phi = {"alpha0": 0.37, "alpha1": -0.2, "f": 0.93, "eff": 0.96}
+    back = psi_to_phi(phi_to_psi(phi))
+    for k, v in phi.items():
+        assert float(back[k]) == pytest.approx(v, rel=1e-12)
+
+
+def test_population_fit_recovers_mean_and_scatter():
+    """Normal-normal model: mu and tau recovered from 150 noisy pair summaries."""
+    rng = np.random.default_rng(4)
+    mu, tau = np.array([0.3, -0.1, 1.5, 0.02]), np.array([0.4, 0.0, 0.2, 0.05])
+    free = np.ones(4, bool)
+    means, precs = [], []
+    for _ in range(150):
+        sd = rng.uniform(0.05, 0.3, 4)
+        truth = mu + tau * rng.standard_normal(4)
+        means.append(truth + sd * rng.standard_normal(4))
+        precs.append(np.diag(1 / sd**2))
+    m, t, se = population_fit(means, precs, free)
+    assert np.all(np.abs(m - mu) < 4 * se)
+    assert t[0] == pytest.approx(0.4, abs=0.08)
+    assert t[2] == pytest.approx(0.2, abs=0.06)
+    assert t[1] < 0.05
+
+
+def _davis_pairs(chandra_dir, acis, source, phi_true, n, rng):
+    """Pairs simulated by the alpha(E) Davis model itself (known phi) with MEG gratings."""
+    from simxray.adaptation.pairs import grating_arm
+    from simxray.instrument.hetg import load_grating_order
+
+    _, resp, sl = acis
+    arms = [grating_arm(load_grating_order(chandra_dir / f"3c120_meg_{o}.pha.gz"), 1.0, 6.0)
+            for o in ("-1", "1")]
+    ed = EnergyDavis(resp, sl, grid="1024", ftime=3.24104)
+    theta = np.column_stack([rng.normal(-0.7, 0.1, n), rng.normal(1.8, 0.1, n),
+                             rng.uniform(np.log10(2e-4), np.log10(1e-3), n)])
+    mu = ed.counts(torch.as_tensor(source.evaluate(theta, ed.source_edges)), phi_tensors(phi_true, n))
+    pairs = []
+    for i in range(n):
+        g = [a.with_data(rng.poisson(a.with_data(a.counts, EXPOSURE).fold(
+            source.evaluate(theta[i:i + 1], a.edges))[0]), EXPOSURE) for a in arms]
+        pairs.append(Pair(f"d{i}", g, resp, rng.poisson(mu[i].numpy()).astype(float), sl, 3.24104,
+                          EXPOSURE, (1.0, 6.0), (0.5, 8.0)))
+    return pairs, theta
+
+
+def test_calibration_recovers_known_nuisance(chandra_dir, acis, source):
+    """Pairs drawn from the alpha(E) Davis model: the population mean recovers phi."""
+    rng = np.random.default_rng(11)
+    phi_true = {"alpha0": 0.6, "alpha1": -0.25, "f": 0.92, "eff": 0.95}
+    pairs, theta = _davis_pairs(chandra_dir, acis, source, phi_true, 6, rng)
+    cal = calibrate(pairs, source, np.array([-0.7, 1.8, -3.3]), grid="1024")
+    psi_true = phi_to_psi(phi_true)
+    z = (cal.mean - psi_true) / np.maximum(cal.mean_se, 1e-9)
+    assert np.all(np.abs(z) < 3.5), (cal.mean, psi_true, cal.mean_se)
+    assert cal.mean_se[3] < 0.05  # eff known to 5 %: the gratings pin the flux
+    assert abs(cal.phi_mean()["eff"] - 0.95) < 0.1
+    # per-pair joint source estimates agree with the truth
+    th = np.array([p["theta_joint"] for p in cal.pairs])
+    sd = np.array([p["theta_joint_sd"] for p in cal.pairs])
+    assert np.mean(np.abs(th - theta) / sd) < 1.5
+    # the uncalibrated prior mean of the nuisance is far from the answer for eff/f
+    assert not np.allclose(cal.mean, PSI_PRIOR_MEAN)
+
+
+# -- PAIRS.toml -------------------------------------------------------------------------------
+
+def _write_pair_files(tmp_path, chandra_dir, exposure=EXPOSURE, piled_exposure=EXPOSURE):
+    from simxray.datasets import default_arf_path, default_rmf_path
+    from simxray.io.ogip import write_pha
+
+    rng = np.random.default_rng(0)
+    names = []
+    for arm in ("heg_-1", "heg_1", "meg_-1", "meg_1"):
+        tpl = chandra_dir / f"3c120_{arm}.pha.gz"
+        out = tmp_path / f"g_{arm}.pha"
+        write_grating_pha(tpl, rng.poisson(0.2, 8192), exposure, out, overwrite=True)
+        names.append(out.name)
+    write_pha(tmp_path / "piled.pha", rng.poisson(3.0, 1024), piled_exposure,
+              respfile=str(default_rmf_path()), ancrfile=str(default_arf_path()), frame_time=3.24104,
+              overwrite=True)
+    return names
+
+
+def _toml(tmp_path, gratings, extra: str = "", defaults: str = "") -> str:
+    text = ('[model]\nexpression = "tbabs*powerlaw"\nfree = ["nH", "PhoIndex", "norm"]\n'
+            'log = ["nH", "norm"]\n\n[defaults]\n' + defaults + '\n[[pair]]\nname = "a"\n'
+            "gratings = [" + ", ".join(f'"{g}"' for g in gratings) + ']\npiled = "piled.pha"\n' + extra)
+    path = tmp_path / "pairs.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_pairs_file_loads(tmp_path, chandra_dir):
+    g = _write_pair_files(tmp_path, chandra_dir)
+    cfg = load_pairs(_toml(tmp_path, g, "truth = { nH = 0.2 }\n"))
+    (p,) = cfg.pairs
+    assert [a.name for a in p.arms] == ["heg_-1", "heg_+1", "meg_-1", "meg_+1"]
+    assert p.exposure == pytest.approx(EXPOSURE)
+    assert p.frame_time == pytest.approx(3.24104)
+    assert p.piled_counts.size == p.piled_slice.stop - p.piled_slice.start == 514
+    assert p.truth == {"nH": 0.2}
+
+
+def test_pairs_mismatched_exposure(tmp_path, chandra_dir):
+    g = _write_pair_files(tmp_path, chandra_dir, piled_exposure=0.5 * EXPOSURE)
+    with pytest.raises(ConfigError, match=r"pairs.toml: pair\[0\].exposure: piled.pha: EXPOSURE 15000 s"):
+        load_pairs(_toml(tmp_path, g))
+
+
+def test_pairs_wrong_gratings(tmp_path, chandra_dir):
+    from astropy.io import fits
+
+    g = _write_pair_files(tmp_path, chandra_dir)
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_pairs(_toml(tmp_path, [g[0], g[0]]))
+    with fits.open(tmp_path / g[1], mode="update") as h:
+        h[1].header["TG_M"] = 2
+    with pytest.raises(ConfigError, match=r"TG_M = 2; expected a first order"):
+        load_pairs(_toml(tmp_path, g))
+
+
+def test_pairs_disjoint_energy_ranges(tmp_path, chandra_dir):
+    g = _write_pair_files(tmp_path, chandra_dir)
+    with pytest.raises(ConfigError, match="do not overlap"):
+        load_pairs(_toml(tmp_path, g, defaults="grating_energy_range = [0.8, 2.0]\n"
+                                                 "piled_energy_range = [3.0, 8.0]\n"))
+
+
+# -- learned correction, baselines, metrics, CLI ------------------------------------------------
+
+def _group(acis, source, theta, counts):
+    from simxray.adaptation.calibrate import PairGroup
+
+    _, resp, sl = acis
+    pairs = [Pair(f"p{i}", [], resp, c, sl, 3.24104, EXPOSURE, (1.0, 6.0), (0.5, 8.0))
+             for i, c in enumerate(counts)]
+    return PairGroup(pairs, source, "1024")
+
+
+def test_correction_recovers_known_residual(acis, source, tmp_path):
+    """Spectra = Davis × exp(g_true(E, rate)): the fitted g matches g_true where counts are."""
+    from simxray.adaptation.correction import ResidualCorrection, channel_energies, train_correction
+    from simxray.adaptation.grating import GratingPosterior
+
+    rng = np.random.default_rng(3)
+    n = 8
+    theta = np.column_stack([np.full(n, -0.7), rng.uniform(1.6, 2.0, n),
+                             np.linspace(np.log10(3e-4), np.log10(1.5e-3), n)])
+    phi = phi_tensors({"alpha0": 0.5, "alpha1": 0.0, "f": 0.95, "eff": 1.0}, n)
+    g0 = _group(acis, source, theta, np.zeros((n, 514)))
+    flux = torch.as_tensor(source.evaluate(theta, g0.davis.source_edges))
+    mu = g0.davis.counts(flux, phi).numpy()
+    e = channel_energies(g0.davis)
+    lograte = np.log10(flux.numpy()[:, : g0.davis.K] @ g0.davis._arf.numpy() * 3.24104)
+    g_true = 0.15 * np.tanh(e[None] - 3.0) * (lograte[:, None] + 0.5)  # harder piles at high rate
+    counts = rng.poisson(mu * np.exp(g_true)).astype(float)
+    group = _group(acis, source, theta, counts)
+    posts = [GratingPosterior(source.names, list(source.log), t, np.diag([1e-6] * 3)) for t in theta]
+    corr, info = train_correction([group], [posts], [phi], steps=150, draws=1, l2=1.0, seed=0)
+    assert info["nll_after_per_channel"] < info["nll_before_per_channel"] - 0.005
+    from simxray.adaptation.correction import incident_features
+
+    with torch.no_grad():
+        g_fit = corr(incident_features(group.davis, flux)).numpy()
+    w = mu / mu.sum()
+    err = np.sum(w * np.abs(g_fit - g_true))
+    assert err < 0.35 * np.sum(w * np.abs(g_true)), (err, np.sum(w * np.abs(g_true)))
+    corr.save(tmp_path / "correction")
+    back = ResidualCorrection.load(tmp_path / "correction")
+    with torch.no_grad():
+        np.testing.assert_allclose(back(incident_features(group.davis, flux)).numpy(), g_fit, rtol=1e-12)
+
+
+def test_ml_fit_recovers_davis_truth(acis, source):
+    """Davis-simulated spectra, Davis ML fit with the true φ: C-stat at or below the truth's;
+    the no-pileup model (f = 0) on the same spectra is biased (softer, fainter)."""
+    from simxray.adaptation.metrics import ml_fit
+
+    _, resp, sl = acis
+    rng = np.random.default_rng(5)
+    n = 12
+    theta = np.column_stack([rng.uniform(-0.9, -0.5, n), rng.uniform(1.6, 2.0, n),
+                             rng.uniform(np.log10(3e-4), np.log10(1e-3), n)])
+    ed = EnergyDavis(resp, sl, grid="1024", ftime=3.24104)
+    phi = {"alpha0": 0.5, "alpha1": 0.0, "f": 0.95, "eff": 1.0}
+    mu = ed.counts(torch.as_tensor(source.evaluate(theta, ed.source_edges)), phi_tensors(phi, n)).numpy()
+    x = rng.poisson(mu).astype(float)
+    fit = ml_fit(ed, source, x, np.array([-0.7, 1.8, -3.3]), phi)
+    m_true = np.maximum(mu, 1e-30)
+    cstat_true = 2 * np.sum(m_true - x + np.where(x > 0, x * np.log(np.maximum(x, 1e-30) / m_true), 0), -1)
+    assert np.all(fit["cstat"] <= cstat_true + 1e-3)  # the maximum is at least as good as the truth
+    assert np.all(fit["cstat"] > cstat_true - 15.0)   # ... and only by a few parameters' worth
+    pulls = (fit["theta"] - theta) / fit["sd"]        # (piled likelihoods are skewed: loose check)
+    assert np.median(np.abs(pulls)) < 1.5
+    flat = ml_fit(ed, source, x, np.array([-0.7, 1.8, -3.3]), {**phi, "f": 0.0})
+    assert np.mean(flat["theta"][:, 2] - theta[:, 2]) < -0.05  # lost piled counts → too faint
+
+
+def test_posterior_metrics_reference():
+    """Gaussian posteriors offset by a known bias: metrics reproduce bias and normal coverage."""
+    from scipy.stats import norm
+
+    from simxray.adaptation.metrics import LEVELS, bias_reduction, point_metrics, posterior_metrics
+
+    rng = np.random.default_rng(0)
+    B, S = 4000, 400
+    truth = rng.normal(size=(B, 1))
+    centre = truth + rng.normal(size=(B, 1)) + 0.3   # calibrated width 1, shifted by 0.3
+    samples = centre[None] + rng.normal(size=(S, B, 1))
+    m = posterior_metrics(samples, truth, ["a"])
+    assert m["a"]["bias"] == pytest.approx(0.3, abs=4 * m["a"]["bias_se"] + 0.01)
+    expected = norm.cdf(norm.ppf(0.5 + LEVELS / 2) - 0.3) - norm.cdf(-norm.ppf(0.5 + LEVELS / 2) - 0.3)
+    np.testing.assert_allclose(m["a"]["coverage"], expected, atol=0.03)
+    p = point_metrics(centre, np.ones((B, 1)), truth, ["a"])
+    np.testing.assert_allclose(p["a"]["coverage"], expected, atol=0.03)
+    red = bias_reduction(p, {"a": {"bias": 0.1}}, ["a"], np.array([1.0]))
+    assert red["ratio"] == pytest.approx(0.1 / p["a"]["bias"], rel=1e-12)
+
+
+def test_adapt_cli_errors(tmp_path, chandra_dir, capsys):
+    """Mismatched exposures and bad options: one line on stderr, exit code 2."""
+    from simxray.cli import main
+
+    g = _write_pair_files(tmp_path, chandra_dir, piled_exposure=0.5 * EXPOSURE)
+    toml = _toml(tmp_path, g)
+    assert main(["adapt", toml, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pair[0].exposure" in err[0] and "EXPOSURE 15000 s" in err[0]
+    assert main(["adapt", toml, "--out", str(tmp_path / "out"), "--n-sims", "0"]) == 2
+    assert "--n-sims" in capsys.readouterr().err
+    assert main(["adapt", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o2")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_correction_spread_recovers_random_effects(acis, source):
+    """Coefficient offsets drawn with sd 0.08 between pairs: estimate_spread finds ~0.08, and ~0
+    when there are none."""
+    from simxray.adaptation.correction import ResidualCorrection, channel_energies, estimate_spread
+
+    _, resp, sl = acis
+    ed = EnergyDavis(resp, sl, grid="1024", ftime=3.24104)
+    n = 40
+    theta = np.tile([-0.7, 1.8, -3.0], (n, 1))
+    flux = torch.as_tensor(source.evaluate(theta, ed.source_edges))
+    mu = ed.counts(flux, phi_tensors({"alpha0": 0.5, "alpha1": 0.0, "f": 0.95, "eff": 1.0}, n))
+    z = torch.zeros(n, 3, dtype=torch.float64)
+    rng = np.random.default_rng(9)
+    for tau, lo, hi in ((0.08, 0.06, 0.10), (0.0, 0.0, 0.02)):
+        corr = ResidualCorrection(channel_energies(ed), n_basis=6)
+        c = torch.as_tensor(tau * rng.standard_normal((n, 6)))
+        x = torch.as_tensor(rng.poisson((mu * torch.exp(c @ corr.basis)).numpy()), dtype=torch.float64)
+        sd = np.array(estimate_spread(corr, [(mu, z, x)], draws=1))
+        assert lo <= sd.mean() <= hi, (tau, sd)
+        gen = torch.Generator().manual_seed(0)
+        g = corr.sample(z, gen)
+        assert float(g.std(0).mean()) == pytest.approx(0.0, abs=1e-12) if tau == 0 else float(g.std()) > 0

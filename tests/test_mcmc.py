@@ -1,0 +1,174 @@
+"""emcee sampling (simxray.inference.mcmc): exact posteriors, convergence reporting, Sherpa's
+statistics, and ``simxray fit --method emcee`` on the shipped emulator."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from simxray.errors import SimxrayError
+from simxray.inference.mcmc import Likelihood, sample_emcee
+from simxray.simulator.prior import Dist, Prior
+
+
+class Linear:
+    """mu = a * template + b * flat: a forward model with a known posterior."""
+
+    def __init__(self, template: np.ndarray, flat: np.ndarray, names: list[str]):
+        self.t, self.f, self.names = template, flat, names
+        self.channels = [1, template.size]
+
+    def expected(self, theta: np.ndarray) -> np.ndarray:
+        th = np.atleast_2d(theta)
+        return th[:, :1] * self.t + th[:, 1:2] * self.f
+
+
+def test_one_parameter_gamma_posterior():
+    """mu = s * template with a flat prior: the posterior of s is Gamma(N + 1, sum(template))."""
+    rng = np.random.default_rng(1)
+    tmpl = np.linspace(0.5, 3.0, 40)
+    x = rng.poisson(2.0 * tmpl)
+
+    class One:
+        names = ["s"]
+        channels = [1, 40]
+
+        def expected(self, theta):
+            return np.atleast_2d(theta)[:, :1] * tmpl
+
+    prior = Prior([Dist("s", "uniform", low=0.1, high=10.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sample_emcee(x, simulator=One(), prior=prior, n_samples=4000, seed=3,
+                           n_walkers=16, n_effective=1000, max_steps=3000, block=200, quiet=True)
+    ref = stats.gamma(x.sum() + 1, scale=1.0 / tmpl.sum())
+    s = res.samples[:, 0]
+    assert abs(s.mean() - ref.mean()) < 0.08 * ref.std()
+    assert abs(s.std() / ref.std() - 1.0) < 0.08
+    d = res.diagnostics
+    assert d["stop_reason"] == "converged"
+    assert 0.3 < d["acceptance_fraction_mean"] < 0.9
+    assert d["effective_sample_size_min"] >= 1000
+    assert d["autocorr_time_max"] > 1.0 and d["steps"] >= 50 * d["autocorr_time_max"]
+
+
+def test_two_parameters_match_grid_posterior_loguniform():
+    """Two correlated amounts, one log-uniform: moments match a brute-force grid posterior."""
+    rng = np.random.default_rng(7)
+    e = np.linspace(1, 8, 60)
+    tmpl, flat = 20 * e ** -1.5, np.full(60, 0.5)
+    fwd = Linear(tmpl, flat, ["a", "b"])
+    x = rng.poisson(fwd.expected(np.array([1.0, 2.0]))[0])
+    prior = Prior([Dist("a", "loguniform", low=0.2, high=5.0),
+                   Dist("b", "uniform", low=0.0, high=6.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sample_emcee(x, simulator=fwd, prior=prior, n_samples=6000, seed=11,
+                           n_effective=1000, max_steps=5000, quiet=True)
+    a = np.geomspace(0.4, 2.5, 400)
+    b = np.linspace(0.0, 6.0, 401)
+    A, B = np.meshgrid(a, b, indexing="ij")
+    th = np.column_stack([A.ravel(), B.ravel()])
+    ll = Likelihood(x, fwd.expected)(th).reshape(A.shape) - np.log(A)   # 1/a prior density
+    w = np.exp(ll - ll.max()) * A                                       # geometric grid: da ∝ a
+    w /= w.sum()
+    for j, G in enumerate((A, B)):
+        m = (w * G).sum()
+        sd = np.sqrt((w * (G - m) ** 2).sum())
+        assert abs(res.samples[:, j].mean() - m) < 0.1 * sd, j
+        assert abs(res.samples[:, j].std() / sd - 1.0) < 0.1, j
+
+
+def test_short_chain_warns_and_reports():
+    tmpl = np.linspace(1, 2, 20)
+    fwd = Linear(tmpl, np.ones(20), ["a", "b"])
+    x = np.random.default_rng(0).poisson(fwd.expected(np.array([1.0, 1.0]))[0])
+    prior = Prior([Dist("a", "uniform", low=0.1, high=5), Dist("b", "uniform", low=0, high=5)])
+    with pytest.warns(RuntimeWarning, match="chain too short|effective sample size"):
+        res = sample_emcee(x, simulator=fwd, prior=prior, n_samples=100, seed=0,
+                           max_steps=60, block=30, quiet=True)
+    assert res.diagnostics["stop_reason"] == "max_steps"
+    assert any("too short" in w or "effective sample size" in w for w in res.warnings)
+
+
+def test_bad_input():
+    fwd = Linear(np.ones(5), np.ones(5), ["a", "b"])
+    prior = Prior([Dist("a", "uniform", low=0.1, high=5), Dist("b", "uniform", low=0, high=5)])
+    with pytest.raises(SimxrayError, match="exactly one forward model"):
+        sample_emcee(np.ones(5), prior=prior)
+    with pytest.raises(SimxrayError, match="non-negative"):
+        sample_emcee(-np.ones(5), simulator=fwd, prior=prior, quiet=True)
+    with pytest.raises(SimxrayError, match="walkers"):
+        sample_emcee(np.ones(5), simulator=fwd, prior=prior, n_walkers=3, quiet=True)
+
+
+def test_statistics_match_sherpa():
+    """Likelihood's cstat and wstat equal Sherpa's compiled CStat and WStat."""
+    from sherpa.stats import _statfcts
+
+    rng = np.random.default_rng(5)
+    mu = rng.uniform(0.05, 30, 200)
+    x = rng.poisson(mu).astype(float)
+    x[:5] = 0.0
+    bkg = rng.poisson(2.0, 200).astype(float)
+    bkg[5:10] = 0.0
+    alpha = 0.1
+    fwd = lambda th: np.atleast_2d(th)[:, :1] * mu  # noqa: E731
+    c = Likelihood(x, fwd).stat(np.array([[1.0]]))[0]
+    ref_c = _statfcts.calc_cstat_stat(x, mu, None, 1e-25)[0]
+    assert c == pytest.approx(ref_c, rel=1e-10)
+    w = Likelihood(x, fwd, background_counts=bkg, background_scale=alpha).stat(np.array([[1.0]]))[0]
+    one = np.ones(x.size)
+    ref_w = _statfcts.calc_wstat_stat(x, mu, np.array([x.size]), one, one / alpha, bkg, one,
+                                      1e-25)[0]
+    assert w == pytest.approx(ref_w, rel=1e-8)
+
+
+# -- the shipped emulator -------------------------------------------------------------------
+
+def test_fit_cli_emcee_outputs(tmp_path, capsys):
+    """``simxray fit --method emcee`` on a synthetic piled spectrum: same files as NPE fits,
+    sampler diagnostics in summary.json, truth inside the 99 % range."""
+    import h5py
+
+    from simxray.cli import main
+    from simxray.inference.mcmc import synthetic_spectrum
+
+    truth = np.array([1.0, 1.8, 1e-3, 0.5, 0.95])
+    path, _ = synthetic_spectrum(tmp_path / "synthetic.pi", truth, seed=2)
+    rc = main(["fit", str(path), "--method", "emcee", "--out", str(tmp_path / "o"), "--samples",
+               "300", "--max-steps", "300", "--n-effective", "200", "--ppc-draws", "10",
+               "--quiet", "--seed", "1"])
+    assert rc == 0
+    for f in ("samples.h5", "posterior.nc", "summary.json", "corner.png", "spectrum.png"):
+        assert (tmp_path / "o" / f).stat().st_size > 0, f
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["method"] == "emcee" and s["forward_model"] == "emulator"
+    d = s["sampler"]
+    for k in ("autocorr_time", "acceptance_fraction_mean", "effective_sample_size_min", "steps"):
+        assert k in d
+    with h5py.File(tmp_path / "o" / "samples.h5") as f:
+        smp = f["samples"][:] if "samples" in f else None
+    assert smp is not None and smp.shape[1] == 5
+    for j, t in enumerate(truth[:3]):
+        lo_q, hi_q = np.percentile(smp[:, j], [0.5, 99.5])
+        assert lo_q <= t <= hi_q, (j, lo_q, t, hi_q)
+    capsys.readouterr()
+    rc = main(["fit", str(path), "--exact", "--out", str(tmp_path / "x")])
+    assert rc == 2
+    assert "--method emcee" in capsys.readouterr().err
+
+
+def test_emcee_rejects_wrong_response(tmp_path):
+    from simxray.datasets import default_spectrum_path
+    from simxray.errors import ResponseMismatchError
+    from simxray.inference.mcmc import fit_spectrum_emcee
+
+    with pytest.raises(ResponseMismatchError, match="frame time|exposure"):
+        fit_spectrum_emcee(default_spectrum_path(), frame_time=1.7, out=None, max_steps=10)
+
+

@@ -319,7 +319,8 @@ def test_default_posterior_calibration_small(tmp_path):
     assert np.all(err <= tol), dict(zip(post.names, err, strict=True))
     rec = diagnostics.recovery(smp, sims["theta"], post.config["log"])
     r2 = dict(zip(post.names, rec["r2"], strict=True))
-    assert r2["nH"] > 0.85 and r2["PhoIndex"] > 0.7 and r2["norm"] > 0.6, r2
+    # 500 simulations give R² 0.96, 0.91, 0.79 (validation.json); 150 scatter more
+    assert r2["nH"] > 0.85 and r2["PhoIndex"] > 0.75 and r2["norm"] > 0.45, r2
     narrow = smp.mean(0) + 0.5 * (smp - smp.mean(0))
     bad = diagnostics.max_coverage_error(diagnostics.ranks_from_samples(narrow, sims["theta"]), 300)
     assert bad.max() > tol

@@ -17,11 +17,9 @@ DEFAULTS = {"n_spin": 20, "n_mu": 16, "n_r": 48, "n_chi": 41, "n_psi": 512, "n_r
 
 def add_build_parser(tsub: argparse._SubParsersAction) -> None:
     """Add ``build-relativistic`` to the ``simxray tables`` sub-commands."""
-    from ..physics.relativity.transfer import DEFAULT_TABLE
-
     b = tsub.add_parser("build-relativistic", help="build the Kerr transfer-function table (relline)",
                         description=__doc__.split("\n\n")[1].replace("\n", " "))
-    b.add_argument("--out", default=str(DEFAULT_TABLE), help="HDF5 file to write (default: the shipped table)")
+    b.add_argument("--out", default=None, help="HDF5 file to write (default: the shipped table)")
     b.add_argument("--n-spin", type=int, default=DEFAULTS["n_spin"], help="spins in [-0.998, 0.998] (%(default)s)")
     b.add_argument("--n-mu", type=int, default=DEFAULTS["n_mu"], help="cos(i) values, 3-87 deg (%(default)s)")
     b.add_argument("--n-r", type=int, default=DEFAULTS["n_r"], help="radii, ISCO to 1000 rg (%(default)s)")
@@ -68,6 +66,8 @@ def build(out, n_spin=20, n_mu=16, n_r=48, n_chi=41, n_psi=512, n_rho=480, manti
 
 
 def run_build(args: argparse.Namespace) -> int:
-    build(args.out, n_spin=args.n_spin, n_mu=args.n_mu, n_r=args.n_r, n_chi=args.n_chi, n_psi=args.n_psi,
+    from ..physics.relativity.transfer import DEFAULT_TABLE
+
+    build(args.out or DEFAULT_TABLE, n_spin=args.n_spin, n_mu=args.n_mu, n_r=args.n_r, n_chi=args.n_chi, n_psi=args.n_psi,
           n_rho=args.n_rho, mantissa_bits=args.mantissa_bits, workers=args.workers, overwrite=args.overwrite)
     return 0

@@ -3,7 +3,8 @@
 On simulated Chandra event lists (never seen in training: seed 2026) with the shipped
 encoder (``simxray/data/ppad_default``):
 
-* encoding throughput (sources/s, batched, CPU threads as set by SIMXRAY_THREADS, default 2);
+* encoding throughput (sources/s, batched, CPU threads as set by SIMXRAY_THREADS, default 2;
+  on a loaded machine use SIMXRAY_THREADS=1 OMP_NUM_THREADS=1) and CPU seconds;
 * regression of the CSC hardness ratios hard_hm, hard_ms, hard_hs from latent features
   (held-out R², 70/30 split) with gradient boosting; features = z plus summaries decoded
   from z by the frozen decoder (``decoded``) and, for comparison, z alone (``z_only``);

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "adapt", help="calibrate and correct the pileup model with HETG/piled pairs, retrain NPE",
         description="Domain adaptation of the Davis pileup prescription from pairs of nearly "
                     "pileup-free HETG first-order spectra and a piled ACIS spectrum of the same "
-                    "source and time (PAIRS.toml, see simulations/pairs_example.toml): "
+                    "source and time (PAIRS.toml; synthetic ones: simulations/adapt_make_pairs.py): "
                     "hierarchical likelihood calibration of alpha(E) = alpha0 + alpha1 ln(E/2 keV), "
                     "f and an efficiency, a learned residual correction conditioned on the "
                     "incident spectrum, and NPE retrained on the corrected simulator.")

@@ -18,28 +18,19 @@ figure: 2 cores / (CPU ms per spectrum) bounds the rate on 2 idle cores.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._timing import best_wall_cpu  # noqa: E402
+
 
 def _params(rng, B):
     return {"lineE": rng.uniform(5.5, 7.0, B), "Index1": rng.uniform(2.0, 5.0, B), "Index2": rng.uniform(2.0, 3.5, B),
             "Rbr": rng.uniform(5.0, 50.0, B), "a": rng.uniform(-0.998, 0.998, B), "Incl": rng.uniform(5.0, 85.0, B),
             "Rin": rng.uniform(-3.0, -1.0, B), "Rout": rng.uniform(100.0, 1000.0, B), "z": rng.uniform(0.0, 0.1, B)}
-
-
-def _timed(fn, repeats):
-    best_wall, best_cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        best_wall = min(best_wall, time.perf_counter() - t0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    return best_wall, best_cpu
 
 
 def run(quick: bool = False) -> dict:
@@ -59,13 +50,13 @@ def run(quick: bool = False) -> dict:
     model = Model("relline")
     p = _params(rng, B)
     model.evaluate(edges, {k: v[:4] for k, v in p.items()})  # load the table, warm caches
-    wall_b, cpu_b = _timed(lambda: model.evaluate(edges, p), repeats)
+    wall_b, cpu_b = best_wall_cpu(lambda: model.evaluate(edges, p), repeats)
     one = [{k: float(v[i]) for k, v in p.items()} for i in range(n_loop)]
-    wall_l, cpu_l = _timed(lambda: [model.evaluate(edges, q) for q in one], repeats)
+    wall_l, cpu_l = best_wall_cpu(lambda: [model.evaluate(edges, q) for q in one], repeats)
     conv = Model("relconv*powerlaw")
     pc = {"a": p["a"][:64], "Incl": p["Incl"][:64], "PhoIndex": rng.uniform(1.5, 2.5, 64)}
     conv.evaluate(edges, {k: v[:2] for k, v in pc.items()})
-    wall_c, _ = _timed(lambda: conv.evaluate(edges, pc), repeats)
+    wall_c, _ = best_wall_cpu(lambda: conv.evaluate(edges, pc), repeats)
     batched = B / wall_b
     loop = n_loop / wall_l
     ideal_2core = 2e3 / (1e3 * cpu_b / B)

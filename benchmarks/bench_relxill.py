@@ -16,23 +16,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-
-def _timed(fn, repeats: int) -> tuple[float, float]:
-    """Best wall and best CPU (all threads) seconds over ``repeats`` calls."""
-    best_wall, best_cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        best_wall = min(best_wall, time.perf_counter() - t0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    return best_wall, best_cpu
+from benchmarks._timing import best_wall_cpu  # noqa: E402
 
 
 def run(quick: bool = False) -> dict:
@@ -53,14 +43,14 @@ def run(quick: bool = False) -> dict:
          "Ecut": rng.uniform(50, 500, B), "z": rng.uniform(0, 0.1, B)}
     rel, xil = Model("relxill"), Model("xillver")
     rel.evaluate(edges, {k: v[:2] for k, v in p.items()})  # load the tables, warm caches
-    wall_b, cpu_b = _timed(lambda: rel.evaluate(edges, p), repeats)
+    wall_b, cpu_b = best_wall_cpu(lambda: rel.evaluate(edges, p), repeats)
     one = [{k: float(v[i]) for k, v in p.items()} for i in range(n_loop)]
-    wall_l, cpu_l = _timed(lambda: [rel.evaluate(edges, q) for q in one], repeats)
+    wall_l, cpu_l = best_wall_cpu(lambda: [rel.evaluate(edges, q) for q in one], repeats)
     px = {k: p[k] for k in ("Incl", "gamma", "Afe", "Ecut", "z")}
-    wall_x, _ = _timed(lambda: xil.evaluate(edges, px), repeats)
+    wall_x, _ = best_wall_cpu(lambda: xil.evaluate(edges, px), repeats)
     dlog = np.log(10.0) / CONV_PER_DEX
     kg = np.exp((np.arange(-int(np.ceil(np.log(100) / dlog)), int(np.ceil(np.log(2) / dlog)) + 2) - 0.5) * dlog)
-    wall_k, _ = _timed(lambda: kernel(kg, p["a"], p["Incl"], -1.0, 400.0, p["Index1"], 3.0, 15.0, n_mu=10),
+    wall_k, _ = best_wall_cpu(lambda: kernel(kg, p["a"], p["Incl"], -1.0, 400.0, p["Index1"], 3.0, 15.0, n_mu=10),
                        repeats)
     batched, loop = B / wall_b, n_loop / wall_l
     return {

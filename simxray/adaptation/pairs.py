@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConfigError, SimxrayError
+from ..io.tomlfile import read_toml
 from .forward import SourceModel
 
 DEFAULTS: dict[str, Any] = {
@@ -221,13 +221,7 @@ def load_pairs(path: str | os.PathLike) -> PairsConfig:
     from ..io.ogip import read_pha
 
     p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            doc = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("file not found; expected a PAIRS.toml file", path=p) from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"invalid TOML ({exc})", path=p) from None
+    doc = read_toml(p, "a PAIRS.toml file")
     extra = set(doc) - {"model", "defaults", "pair"}
     if extra:
         raise ConfigError("unknown section; expected model, defaults, pair", path=p, field=sorted(extra)[0])

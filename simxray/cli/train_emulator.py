@@ -37,18 +37,10 @@ def load_settings(path: str | None) -> dict:
     """The [emulator] table of a TOML file ({} without a file)."""
     if not path:
         return {}
-    import tomllib
-    from pathlib import Path
-
     from ..errors import ConfigError
+    from ..io.tomlfile import read_toml
 
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError("file not found; expected a TOML file with an [emulator] table",
-                          path=path) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"unreadable TOML ({exc})", path=path) from None
+    data = read_toml(path, "a TOML file with an [emulator] table")
     table = data.get("emulator")
     if not isinstance(table, dict):
         raise ConfigError("missing; expected an [emulator] table", path=path, field="emulator")

@@ -91,6 +91,11 @@ def one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+#: config.json keys an emulator directory must hold
+REQUIRED_KEYS = ("parameters", "prior", "model", "low", "high", "log", "channels", "n_channels",
+                 "e_min", "e_max", "architecture", "n_outputs", "weights_sha256")
+
+
 def default_emulator_dir() -> Path:
     """The shipped emulator (simxray/data/emulator_default)."""
     return DEFAULT_DIR
@@ -411,28 +416,11 @@ class Emulator:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, verify: bool = True) -> Emulator:
         """Rebuild an emulator from its directory (default: the shipped one)."""
-        from .saving import read_json, read_tensors
+        from .saving import read_model_dir, read_tensors
 
         d = Path(path) if path is not None else DEFAULT_DIR
-        if not d.is_dir():
-            raise FileFormatError("not a directory; expected an emulator directory written by "
-                                  "'simxray train-emulator'", path=str(d))
-        cfg_path = d / CONFIG
-        if not cfg_path.exists():
-            raise FileFormatError(f"missing {CONFIG}; expected an emulator directory written by "
-                                  "'simxray train-emulator'", path=str(d))
-        cfg = read_json(cfg_path)
-        if cfg.get("format") != FORMAT:
-            raise FileFormatError(f"format is {cfg.get('format')!r}; expected {FORMAT!r}",
-                                  path=str(cfg_path), field="format")
-        if int(cfg.get("format_version", -1)) > FORMAT_VERSION:
-            raise FileFormatError(f"format_version {cfg.get('format_version')} is newer than this "
-                                  f"simxray reads ({FORMAT_VERSION}); upgrade simxray",
-                                  path=str(cfg_path), field="format_version")
-        for key in ("parameters", "prior", "model", "low", "high", "log", "channels", "n_channels",
-                    "e_min", "e_max", "architecture", "n_outputs", "weights_sha256"):
-            if key not in cfg:
-                raise FileFormatError("missing key", path=str(cfg_path), field=key)
+        cfg = read_model_dir(d, fmt=FORMAT, version=FORMAT_VERSION, required=REQUIRED_KEYS,
+                             what="an emulator directory written by 'simxray train-emulator'")
         w = d / WEIGHTS
         if not w.exists():
             raise FileFormatError(f"missing {WEIGHTS}", path=str(d))

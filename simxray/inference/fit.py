@@ -206,6 +206,34 @@ def posterior_predictive(sim, theta: np.ndarray) -> dict:
 
 # -- outputs -----------------------------------------------------------------------------
 
+def predictive_check(sim, samples: np.ndarray, x: np.ndarray, rng: np.random.Generator,
+                     ppc_draws: int, summary: dict) -> dict:
+    """Posterior-predictive C-stat check on ``ppc_draws`` random posterior draws.
+
+    Adds ``checks.ppc``, the implied ``pileup_fraction`` (piled simulators) and a warning
+    when p < :data:`PPC_ALERT` to ``summary``; returns the predictive draws
+    (:func:`posterior_predictive` plus ``replicates``, Poisson counts) for the plots.
+    """
+    from .diagnostics import ppc_cstat
+
+    k = min(int(ppc_draws), len(samples))
+    draws = samples[rng.choice(len(samples), k, replace=False)]
+    pred = posterior_predictive(sim, draws)
+    mu_tot = pred["mu"] + (pred.get("background") if pred.get("background") is not None else 0.0)
+    pred["replicates"] = rng.poisson(mu_tot)
+    ppc = ppc_cstat(x, mu_tot, rng, replicates=pred["replicates"])
+    summary["checks"]["ppc"] = ppc
+    if sim.pileup:
+        summary["pileup_fraction"] = summarise(pred["pileup_fraction"])
+        summary["pileup_fraction"]["n_draws"] = k
+    if ppc["p_value"] < PPC_ALERT:
+        summary["warnings"].append(
+            f"misspecified or out of distribution: posterior-predictive C-stat p = "
+            f"{ppc['p_value']:.3g} < {PPC_ALERT} (observed {ppc['cstat_obs_median']:.1f}, "
+            f"replicas {ppc['cstat_rep_90'][0]:.1f}-{ppc['cstat_rep_90'][1]:.1f})")
+    return pred
+
+
 def write_samples_h5(path: Path, samples: np.ndarray, names: list[str], attrs: dict,
                      extra: dict | None = None) -> None:
     import h5py
@@ -391,23 +419,7 @@ def fit_spectrum(spectrum: str | os.PathLike, posterior: str | os.PathLike | Non
         summary["warnings"].append(f"no posterior-predictive check: cannot rebuild the simulator "
                                    f"({str(exc).splitlines()[0]})")
     if sim is not None and ppc_draws > 0:
-        from .diagnostics import ppc_cstat
-
-        k = min(int(ppc_draws), len(samples))
-        draws = samples[rng.choice(len(samples), k, replace=False)]
-        pred = posterior_predictive(sim, draws)
-        mu_tot = pred["mu"] + (pred.get("background") if pred.get("background") is not None else 0.0)
-        pred["replicates"] = rng.poisson(mu_tot)
-        ppc = ppc_cstat(x, mu_tot, rng, replicates=pred["replicates"])
-        summary["checks"]["ppc"] = ppc
-        if sim.pileup:
-            summary["pileup_fraction"] = summarise(pred["pileup_fraction"])
-            summary["pileup_fraction"]["n_draws"] = k
-        if ppc["p_value"] < PPC_ALERT:
-            summary["warnings"].append(
-                f"misspecified or out of distribution: posterior-predictive C-stat p = "
-                f"{ppc['p_value']:.3g} < {PPC_ALERT} (observed {ppc['cstat_obs_median']:.1f}, "
-                f"replicas {ppc['cstat_rep_90'][0]:.1f}-{ppc['cstat_rep_90'][1]:.1f})")
+        pred = predictive_check(sim, samples, x, rng, ppc_draws, summary)
     summary["warnings"] = warn_list + summary["warnings"]
     summary["flagged"] = bool(summary["warnings"])
     t_ppc = time.perf_counter()

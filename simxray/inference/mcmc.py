@@ -546,7 +546,7 @@ def fit_spectrum_emcee(spectrum: str | os.PathLike, emulator: str | os.PathLike 
     from ..io.ogip import read_pha
     from ..provenance import provenance, sha256
     from .emulator import Emulator
-    from .fit import FitResult, build_simulator, posterior_predictive, summarise, write_outputs
+    from .fit import FitResult, build_simulator, predictive_check, summarise, write_outputs
 
     t0 = time.perf_counter()
     emu = Emulator.load(emulator)
@@ -595,25 +595,7 @@ def fit_spectrum_emcee(spectrum: str | os.PathLike, emulator: str | os.PathLike 
         pred = None
         rng = np.random.default_rng(seed)
         if sim is not None and ppc_draws > 0:
-            from .diagnostics import ppc_cstat
-
-            k = min(int(ppc_draws), len(samples))
-            draws = samples[rng.choice(len(samples), k, replace=False)]
-            pred = posterior_predictive(sim, draws)
-            mu_tot = pred["mu"] + (pred["background"] if pred.get("background") is not None
-                                   else 0.0)
-            pred["replicates"] = rng.poisson(mu_tot)
-            ppc = ppc_cstat(x, mu_tot, rng, replicates=pred["replicates"])
-            summary["checks"]["ppc"] = ppc
-            if sim.pileup:
-                summary["pileup_fraction"] = summarise(pred["pileup_fraction"])
-                summary["pileup_fraction"]["n_draws"] = k
-            from .fit import PPC_ALERT
-
-            if ppc["p_value"] < PPC_ALERT:
-                summary["warnings"].append(
-                    f"misspecified or out of distribution: posterior-predictive C-stat p = "
-                    f"{ppc['p_value']:.3g} < {PPC_ALERT}")
+            pred = predictive_check(sim, samples, x, rng, ppc_draws, summary)
     finally:
         torch.set_num_threads(n_threads)
     summary["warnings"] = warn_list + [f"emcee: {w}" for w in res.warnings] + summary["warnings"]

@@ -354,19 +354,13 @@ DEFAULT_SETTINGS: dict = {
 def load_settings(path: str | None, overrides: dict | None = None) -> dict:
     """Training settings: defaults <- TOML file <- overrides ({"embedding.type": "resnet"})."""
     import copy
-    import tomllib
 
     from ..errors import ConfigError
+    from ..io.tomlfile import read_toml
 
     s = copy.deepcopy(DEFAULT_SETTINGS)
     if path:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError("file not found; expected a training TOML file", path=path) from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"invalid TOML ({exc})", path=path) from None
+        data = read_toml(path, "a training TOML file")
         for sec, val in data.items():
             if sec not in s or not isinstance(val, dict):
                 raise ConfigError(f"unknown section; expected one of {', '.join(s)}", path=path,

@@ -125,30 +125,41 @@ class LoadedPosterior:
         return list(self.config["parameters"])
 
 
-def load_config(path: str | os.PathLike) -> dict:
-    """Read and check a posterior directory's ``config.json`` (no torch import)."""
+def read_model_dir(path: str | os.PathLike, *, fmt: str, version: int, required, what: str,
+                   hint: str = "") -> dict:
+    """Read and check the ``config.json`` of a saved-network directory.
+
+    ``fmt``/``version``: the expected ``format`` and newest readable ``format_version``;
+    ``required``: keys that must be present; ``what``: the directory's description for
+    errors (e.g. "a posterior directory written by 'simxray train'"); ``hint``: appended
+    to the missing-config error.
+    """
     d = Path(path)
     if not d.is_dir():
-        raise FileFormatError("not a directory; expected a posterior directory written by "
-                              "'simxray train'", path=str(d))
+        raise FileFormatError(f"not a directory; expected {what}", path=str(d))
     cfg_path = d / CONFIG
     if not cfg_path.exists():
-        hint = " (unfinished training run? resume with 'simxray train --resume')" \
-            if (d / "checkpoint").exists() else ""
-        raise FileFormatError(f"missing {CONFIG}; expected a posterior directory written by "
-                              f"'simxray train'{hint}", path=str(d))
+        raise FileFormatError(f"missing {CONFIG}; expected {what}{hint}", path=str(d))
     cfg = read_json(cfg_path)
-    if cfg.get("format") != FORMAT:
-        raise FileFormatError(f"format is {cfg.get('format')!r}; expected {FORMAT!r}",
+    if cfg.get("format") != fmt:
+        raise FileFormatError(f"format is {cfg.get('format')!r}; expected {fmt!r}",
                               path=str(cfg_path), field="format")
-    if int(cfg.get("format_version", -1)) > FORMAT_VERSION:
+    if int(cfg.get("format_version", -1)) > version:
         raise FileFormatError(f"format_version {cfg.get('format_version')} is newer than this "
-                              f"simxray reads ({FORMAT_VERSION}); upgrade simxray", path=str(cfg_path),
+                              f"simxray reads ({version}); upgrade simxray", path=str(cfg_path),
                               field="format_version")
-    for key in REQUIRED_KEYS:
+    for key in required:
         if key not in cfg:
             raise FileFormatError("missing key", path=str(cfg_path), field=key)
     return cfg
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read and check a posterior directory's ``config.json`` (no torch import)."""
+    hint = " (unfinished training run? resume with 'simxray train --resume')" \
+        if (Path(path) / "checkpoint").exists() else ""
+    return read_model_dir(path, fmt=FORMAT, version=FORMAT_VERSION, required=REQUIRED_KEYS,
+                          what="a posterior directory written by 'simxray train'", hint=hint)
 
 
 def load_posterior(path: str | os.PathLike, device: str | None = None,

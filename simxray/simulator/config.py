@@ -25,12 +25,12 @@ import hashlib
 import json
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, SimxrayError
+from ..io.tomlfile import read_toml
 from .prior import DISTS, Dist, Prior
 
 # Sherpa jdpileup parameters: (default, hard min, hard max).  nterms is capped at 30
@@ -146,17 +146,7 @@ def _dist(name: str, spec: Mapping) -> Dist:
 def load_config(path: str | os.PathLike) -> SimConfig:
     """Read and validate a simulation TOML file."""
     p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found; expected a simulation TOML file", path=str(p)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read ({exc.__class__.__name__}); expected a UTF-8 TOML file",
-                          path=str(p)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", path=str(p)) from None
+    data = read_toml(p, "a simulation TOML file")
     return config_from_dict(data, path=str(p.resolve()), base=p.resolve().parent)
 
 

@@ -2,7 +2,7 @@
 
 Both sides use the NGC 4258 ACIS-S response (1077 energies × 1024 channels, 20.65 ks,
 frame time 3.24104 s) and the same parameter draws from the default campaign's prior
-(``simulations/acis_default.toml``): PhoIndex U(1, 3), norm log-U(1e-4, 3e-3)
+(``simulations/acis_powerlaw.toml``): PhoIndex U(1, 3), norm log-U(1e-4, 3e-3)
 photons/keV/cm²/s, alpha U(0, 1), f U(0.85, 1); g0 = 1, n = 1, fracexp = 0.987,
 nterms = 30, on Sherpa's 4096-bin kernel grid.
 

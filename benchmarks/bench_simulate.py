@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --only simulate        (or: python benchmarks/bench_simulate.py)
 
-* simxray: the simulator of ``simulations/acis_default.toml`` (tbabs*powerlaw on the
+* simxray: the simulator of ``simulations/acis_powerlaw.toml`` (tbabs*powerlaw on the
   NGC 4258 ACIS-S response, Davis pileup on Sherpa's 4096-bin kernel grid, 0.5-8 keV =
   514 channels, Poisson counts + Poisson background), exactly as a campaign runs it:
   chunks of ``chunk_size`` (256) spectra, chunk i drawing everything (prior draw → model
@@ -50,7 +50,7 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-CONFIG = REPO / "simulations" / "acis_default.toml"
+CONFIG = REPO / "simulations" / "acis_powerlaw.toml"
 
 
 def _bench_pileup():
@@ -148,7 +148,7 @@ def run(quick: bool = False) -> dict:
     mp, pp = sim.split(theta)
     d = {"PhoIndex": mp["PhoIndex"], "norm": mp["norm"], "alpha": pp["alpha"], "f": pp["f"]}
     figs: dict = {
-        "what": "Simulator.sample on simulations/acis_default.toml (tbabs*powerlaw, jdpileup, 4096-bin "
+        "what": "Simulator.sample on simulations/acis_powerlaw.toml (tbabs*powerlaw, jdpileup, 4096-bin "
                 f"kernel, {sim.n_channels} channels, Poisson + background), chunks of {sim.batch_size} on "
                 f"{workers} threads, vs Sherpa powlaw1d+jdpileup eval_model per draw; median of {repeats} "
                 "interleaved repetitions",

@@ -93,7 +93,7 @@ def test_simulator_kernel_source_skips_bins_without_area():
     from simxray.simulator.config import load_config
     from simxray.simulator.simulator import Simulator
 
-    sim = Simulator.from_config(load_config(REPO / "simulations" / "acis_default.toml"))
+    sim = Simulator.from_config(load_config(REPO / "simulations" / "acis_powerlaw.toml"))
     theta = sim.prior.sample(6, np.random.default_rng(3))
     mp, pp = sim.split(theta)
     src = sim._kernel_source(mp, theta.shape[0])

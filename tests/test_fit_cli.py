@@ -39,12 +39,12 @@ validation_fraction = 0.2
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A small acis_default dataset and a tiny posterior trained on it by the CLI."""
+    """A small acis_powerlaw dataset and a tiny posterior trained on it by the CLI."""
     from simxray.simulator.campaign import run_campaign
     from simxray.simulator.config import load_config
 
     d = tmp_path_factory.mktemp("fitcli")
-    run_campaign(load_config(REPO / "simulations" / "acis_default.toml"), 600, d / "sims.h5",
+    run_campaign(load_config(REPO / "simulations" / "acis_powerlaw.toml"), 600, d / "sims.h5",
                  seed=3, quiet=True)
     (d / "tiny.toml").write_text(TINY_TOML)
     rc = main(["train", str(d / "sims.h5"), "--config", str(d / "tiny.toml"), "--out",

@@ -126,14 +126,14 @@ def test_relxill_batch_equals_single(synthetic, monkeypatch):
     assert ident.startswith(str(synthetic.resolve())) and str(REGISTRY["relline"].info["table"]) in ident
 
 
-def test_acis_relxill_config():
-    """simulations/acis_relxill.toml: acis_default's instrument and pileup, tbabs*relxill priors."""
+def test_default_config_is_absorbed_relxill():
+    """simulations/acis_default.toml: acis_powerlaw's instrument and pileup, tbabs*relxill priors."""
     from pathlib import Path
 
     from simxray.simulator.config import load_config
 
     sims = Path(__file__).resolve().parents[1] / "simulations"
-    rel, ref = load_config(sims / "acis_relxill.toml"), load_config(sims / "acis_default.toml")
+    rel, ref = load_config(sims / "acis_default.toml"), load_config(sims / "acis_powerlaw.toml")
     for key in ("spectrum", "arf", "rmf", "background", "exposure", "frame_time", "energy_range",
                 "channels", "add_background", "pileup_model", "pileup", "pileup_grid", "chunk_size"):
         assert getattr(rel, key) == getattr(ref, key), key

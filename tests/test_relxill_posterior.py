@@ -12,7 +12,7 @@ from simxray.datasets import DATA_DIR
 REPO = Path(__file__).resolve().parents[1]
 POSTERIOR = DATA_DIR / "posterior_relxill"
 
-# inside the acis_relxill.toml prior; ~2500 counts, pileup fraction ~14 %
+# inside the acis_default.toml (relxill) prior; ~2500 counts, pileup fraction ~14 %
 TRUTH = {"nH": 1.0, "a": 0.5, "Incl": 40.0, "gamma": 2.0, "Afe": 1.0, "refl_frac": 1.0,
          "norm": 1e-5, "pileup.alpha": 0.5, "pileup.f": 0.95}
 # the 90 % interval as a fraction of the prior range (log10 range for log-uniform priors)
@@ -34,7 +34,7 @@ def test_relxill_posterior_recovers_a_spectrum_simulated_at_known_truth():
     post = saving.load_posterior(POSTERIOR)          # checks the weights' sha256
     cfg = post.config
     assert cfg["model"] == "tbabs*relxill" and cfg["channels"] == [35, 548]
-    sim = Simulator.from_config(load_config(REPO / "simulations" / "acis_relxill.toml"))
+    sim = Simulator.from_config(load_config(REPO / "simulations" / "acis_default.toml"))
     assert post.names == sim.names == list(TRUTH)
     theta = np.array([[TRUTH[n] for n in sim.names]])
     x = sim.simulate(theta, np.random.default_rng(7))["counts"][0]

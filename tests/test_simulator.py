@@ -17,7 +17,7 @@ from simxray.simulator.config import config_from_dict, load_config
 from simxray.simulator.prior import Dist, Prior
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TOML = REPO / "simulations" / "acis_default.toml"
+DEFAULT_TOML = REPO / "simulations" / "acis_powerlaw.toml"
 
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 

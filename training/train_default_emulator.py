@@ -5,8 +5,8 @@
 Steps (each is skipped when its output exists; delete it to redo):
 
 1. the dataset: ``--dataset``, else the default posterior's
-   (build/posterior_default/acis_default.h5, made by the same command) when present, else
-   ``simxray simulate simulations/acis_default.toml --n N --seed SEED`` -> WORK/acis_default.h5;
+   (build/posterior_default/acis_powerlaw.h5, made by the same command) when present, else
+   ``simxray simulate simulations/acis_powerlaw.toml --n N --seed SEED`` -> WORK/acis_powerlaw.h5;
 2. variant "counts": ``simxray train-emulator DATASET --config training/emulator_default.toml``
    (every parameter -> log expected piled counts per channel) -> WORK/counts;
 3. variant "source": the same network design on the pre-pileup source spectrum (model
@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SIM_CONFIG = REPO / "simulations" / "acis_default.toml"
+SIM_CONFIG = REPO / "simulations" / "acis_powerlaw.toml"
 TRAIN_CONFIG = REPO / "training" / "emulator_default.toml"
-POSTERIOR_DATA = REPO / "build" / "posterior_default" / "acis_default.h5"
+POSTERIOR_DATA = REPO / "build" / "posterior_default" / "acis_powerlaw.h5"
 DEFAULT_OUT = REPO / "simxray" / "data" / "emulator_default"
 SHIPPED = ("weights.safetensors", "config.json", "training.json")
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     elif POSTERIOR_DATA.exists():
         data = POSTERIOR_DATA
     else:
-        data = work / "acis_default.h5"
+        data = work / "acis_powerlaw.h5"
         simxray("simulate", SIM_CONFIG, "--n", args.n, "--seed", args.seed, "--out", data,
                 "--quiet")
 

@@ -4,7 +4,7 @@
 
 Steps (each is skipped or resumed when the script is rerun with the same arguments):
 
-1. ``simxray simulate simulations/acis_default.toml --n N --seed SEED`` -> WORK/acis_default.h5
+1. ``simxray simulate simulations/acis_powerlaw.toml --n N --seed SEED`` -> WORK/acis_powerlaw.h5
 2. train every candidate embedding (``--candidates``, default CNN and ResNet on the Anscombe
    transform and CNN on log1p) with the same data and settings for ``--compare-epochs``
    epochs (equal work; wall-clock budgets are unfair on a shared machine);
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SIM_CONFIG = REPO / "simulations" / "acis_default.toml"
+SIM_CONFIG = REPO / "simulations" / "acis_powerlaw.toml"
 TRAIN_CONFIG = REPO / "training" / "npe_default.toml"
 DEFAULT_OUT = REPO / "simxray" / "data" / "posterior_default"
 SHIPPED = ("weights.safetensors", "config.json", "training.json")
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    data = Path(args.dataset) if args.dataset else work / "acis_default.h5"
+    data = Path(args.dataset) if args.dataset else work / "acis_powerlaw.h5"
     if not args.dataset:
         simxray("simulate", SIM_CONFIG, "--n", args.n, "--seed", args.seed, "--out", data,
                 "--quiet")

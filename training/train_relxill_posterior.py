@@ -5,8 +5,8 @@
 A non-default posterior: ``simxray fit SPECTRUM --posterior simxray/data/posterior_relxill``.
 Steps (each is skipped or resumed when the script is rerun with the same arguments):
 
-1. ``simxray simulate simulations/acis_relxill.toml --n N --seed SEED`` -> WORK/sims.h5
-   (tbabs*relxill + Davis pileup, the acis_default response, channels and pileup priors);
+1. ``simxray simulate simulations/acis_default.toml --n N --seed SEED`` -> WORK/sims.h5
+   (tbabs*relxill + Davis pileup, the acis_powerlaw response, channels and pileup priors);
 2. ``simxray train`` with ``training/npe_default.toml`` (CNN/Anscombe embedding, no
    embedding comparison) for at most ``--epochs`` epochs and ``--minutes`` minutes of
    training (the shipped run: 20,000 simulations, all 80 epochs in 16.4 min, inside the
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SIM_CONFIG = REPO / "simulations" / "acis_relxill.toml"
+SIM_CONFIG = REPO / "simulations" / "acis_default.toml"
 TRAIN_CONFIG = REPO / "training" / "npe_default.toml"
 DEFAULT_OUT = REPO / "simxray" / "data" / "posterior_relxill"
 SHIPPED = ("weights.safetensors", "config.json", "training.json", "validation.json")

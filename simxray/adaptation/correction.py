@@ -87,6 +87,30 @@ class ResidualCorrection(nn.Module):
         g = (g + eps * self.coef_sd) @ self.basis
         return self.max_log * torch.tanh(g / self.max_log)
 
+    def mean_factor(self, features: torch.Tensor, offsets: torch.Tensor | None = None,
+                    marginal: np.ndarray | None = None, n_nodes: int = 24) -> torch.Tensor:
+        """E[exp g] (B, C) over the random coefficient offsets of :meth:`sample`.
+
+        ``offsets`` (B, n_basis) are given offsets added to the coefficients (default 0);
+        ``marginal`` (n_basis,) bool marks the offsets integrated over (default all).
+        The offsets enter linearly before the tanh, so in each channel the argument is
+        Gaussian, N(m_c, v_c) with v_c = Σ_{k marginal} coef_sd_k² b_k(e_c)²: a 1-D
+        Gauss-Hermite integral per channel (``n_nodes`` nodes), deterministic."""
+        from numpy.polynomial.hermite_e import hermegauss
+
+        x, w = hermegauss(int(n_nodes))
+        x = torch.as_tensor(x, dtype=torch.float64)
+        w = torch.as_tensor(w / w.sum(), dtype=torch.float64)
+        c = self.net(features[:, self.columns].to(torch.float64))
+        if offsets is not None:
+            c = c + torch.as_tensor(offsets, dtype=torch.float64)
+        m = c @ self.basis                                                            # (B, C)
+        sd_k = self.coef_sd if marginal is None else \
+            self.coef_sd * torch.as_tensor(np.asarray(marginal, float), dtype=torch.float64)
+        sd = torch.sqrt((sd_k[:, None] ** 2 * self.basis ** 2).sum(0))                # (C,)
+        g = m[..., None] + sd[None, :, None] * x                                       # (B, C, n)
+        return (torch.exp(self.max_log * torch.tanh(g / self.max_log)) * w).sum(-1)
+
     def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
         """``correction.safetensors`` (weights) + ``correction.json`` (settings, provenance)."""
         from ..inference.saving import write_json, write_tensors

@@ -8,10 +8,14 @@
 4. NPE trained on the uncalibrated Davis simulator, then fine-tuned on the adapted one
    (:mod:`.simulator`), both on the same θ draws from a uniform box prior;
 5. the misspecification score (sbi MMD test in each NPE's embedding space) of the pairs'
-   piled spectra against each simulator, before and after.
+   piled spectra against each simulator, before and after;
+6. neural emulators (θ → expected piled counts) of the Davis and of the adapted simulator,
+   the latter with the calibrated nuisances as extra inputs (:mod:`.emulate`), for emcee.
 
 :func:`write_outputs` saves calibration.json, correction.{safetensors,json},
-npe_davis/ and npe_adapted/ (``simxray.inference.saving`` posteriors) and summary.json.
+npe_davis/ and npe_adapted/ (``simxray.inference.saving`` posteriors), emulator_davis/
+and emulator_adapted/ (:class:`simxray.inference.emulator.Emulator` directories) and
+summary.json.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class AdaptResult:
     box: PriorBox | None = None
     npe_davis: object | None = None
     npe_adapted: object | None = None
+    emulator_davis: object | None = None
+    emulator_adapted: object | None = None
     simulators: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
 
@@ -49,10 +55,13 @@ def adapt(pairs: list[Pair], source: SourceModel, start: np.ndarray, *, grid: st
           alpha_model: str = "loglinear", box: PriorBox | None = None, n_sims: int = 4000,
           npe: bool = True, correction_steps: int = 200, npe_epochs: int = 150,
           npe_minutes: float = 4.0, finetune_epochs: int | None = None, seed: int = 0,
+          emulators: bool = True, emulator_settings: dict | None = None,
           quiet: bool = True, log=print) -> AdaptResult:
     """Run the adaptation (see module doc); ``box`` defaults to the grating posteriors ± 3 sd.
 
     ``finetune_epochs`` caps the fine-tuning on the adapted simulator (default ``npe_epochs``).
+    ``emulators``: also train the Davis and adapted emulators (``emulator_settings``
+    override :data:`.emulate.EMULATOR_SETTINGS`).
     """
     rng = np.random.default_rng(seed)
     say = (lambda *_: None) if quiet else log
@@ -73,11 +82,12 @@ def adapt(pairs: list[Pair], source: SourceModel, start: np.ndarray, *, grid: st
         f"{corr_info['nll_after_per_channel']:.4f}")
     res = AdaptResult(cal, corr, posts, summary={"calibration": cal.to_dict()["population"],
                                                   "correction": corr_info, "n_pairs": len(pairs)})
-    if not npe:
+    if not (npe or emulators):
         return res
     if len(groups) > 1:
-        raise ConfigError(f"{len(groups)} different piled responses/frame times; NPE retraining expects "
-                          "pairs sharing one piled response (use --no-npe)", field="pair.piled")
+        raise ConfigError(f"{len(groups)} different piled responses/frame times; NPE and emulator "
+                          "retraining expect pairs sharing one piled response (use --no-npe)",
+                          field="pair.piled")
     davis = groups[0].davis
     if box is None:
         box = PriorBox.around(source, np.stack([q.mean for q in posts]), np.stack([q.sd for q in posts]))
@@ -86,6 +96,10 @@ def adapt(pairs: list[Pair], source: SourceModel, start: np.ndarray, *, grid: st
     sims = {"davis": PileupSimulator(davis, source, "davis"),
             "adapted": PileupSimulator(davis, source, "adapted", calibration=cal, correction=corr)}
     res.simulators = sims
+    if emulators:
+        train_emulators(res, theta, emulator_settings, seed, quiet, say)
+    if not npe:
+        return res
     mu_d = sims["davis"].expected(theta, rng)
     res.npe_davis, h_d = train_npe(theta, mu_d, box, epochs=npe_epochs, max_minutes=npe_minutes,
                                    seed=seed, quiet=quiet)
@@ -101,6 +115,34 @@ def adapt(pairs: list[Pair], source: SourceModel, start: np.ndarray, *, grid: st
                           "n_sims": n_sims, "prior": box.to_dict()}
     res.summary["misspecification_pairs"] = misspecification_scores(res, x_obs, rng)
     return res
+
+
+def train_emulators(res: AdaptResult, theta: np.ndarray, settings: dict | None, seed: int,
+                    quiet: bool, say, n_check: int = 200) -> None:
+    """The Davis and adapted emulators (into ``res``) and their accuracy (into ``res.summary``).
+
+    Davis: θ only, on the NPE's fit-space draws ``theta`` of ``res.box``; adapted: θ and
+    the nuisance inputs, on 3x as many rows (its input space is larger).  Accuracy: relative
+    errors (channels ≥ 10 expected counts) on the held-out rows of the training draws
+    (``validation_accuracy``) and on ``n_check`` fresh draws of each emulator's prior, θ from
+    the box and the nuisances from the calibrated population (``accuracy_prior_draws``)."""
+    from .emulate import emulator_accuracy, train_simulator_emulator
+
+    out = {}
+    for k, name in enumerate(("davis", "adapted")):
+        kw = ({"theta_fit": theta} if name == "davis" else
+              {"n": 3 * len(theta), "rng": np.random.default_rng([seed, 3])})
+        emu, info = train_simulator_emulator(res.simulators[name], res.box, settings=settings,
+                                             seed=seed + 3, quiet=quiet, **kw)
+        info["accuracy_prior_draws"] = emulator_accuracy(emu, res.simulators[name], res.box, n_check,
+                                                         np.random.default_rng([seed, 4, k]))
+        setattr(res, f"emulator_{name}", emu)
+        out[name] = info
+        acc = info["accuracy_prior_draws"]
+        say(f"emulator of the {name} simulator: {info['epochs']} epochs, relative error on {n_check} "
+            f"prior draws: median {acc.get('median', float('nan')):.2%}, 99th pct "
+            f"{acc.get('p99', float('nan')):.2%}")
+    res.summary["emulators"] = out
 
 
 def misspecification_scores(res: AdaptResult, x_obs: np.ndarray, rng: np.random.Generator,
@@ -137,6 +179,11 @@ def write_outputs(out_dir: str | os.PathLike, res: AdaptResult, extra: dict | No
         save_posterior(out / name, model, {"kind": "simxray-adapt-npe", "simulator": name[4:],
                                            "prior": res.box.to_dict(), "settings": NPE_SETTINGS,
                                            "provenance": prov})
+    for name, emu in (("emulator_davis", res.emulator_davis), ("emulator_adapted", res.emulator_adapted)):
+        if emu is None:
+            continue
+        emu.config.update({"kind": "simxray-adapt-emulator", "simulator": name[9:], "provenance": prov})
+        emu.save(out / name)
     write_json(out / "summary.json", {**res.summary, "provenance": prov})
     return out
 
@@ -146,4 +193,4 @@ def torch_threads(n: int = 1) -> None:
     torch.set_num_threads(n)
 
 
-__all__ = ["adapt", "AdaptResult", "write_outputs", "misspecification_scores"]
+__all__ = ["adapt", "AdaptResult", "write_outputs", "misspecification_scores", "train_emulators"]

@@ -70,12 +70,21 @@ class PriorBox:
 
     @classmethod
     def around(cls, source: SourceModel, centres: np.ndarray, sds: np.ndarray, widen: float = 3.0) -> PriorBox:
-        """Box covering fit-space ``centres`` (N, P) ± ``widen`` × ``sds`` (N, P), at least ± 0.1."""
+        """Box covering fit-space ``centres`` (N, P) ± ``widen`` × ``sds`` (N, P), at least ± 0.1,
+        inside the model's hard limits.  A pair whose grating fit barely constrains a
+        parameter does not blow the box up: each sd is capped at 5 × the pairs' median sd."""
         c, s = np.atleast_2d(centres), np.atleast_2d(sds)
+        s = np.minimum(s, 5.0 * np.median(s, axis=0))
         lo = (c - widen * s).min(0)
         hi = (c + widen * s).max(0)
         pad = np.maximum(0.1 - 0.5 * (hi - lo), 0.0)
-        return cls(list(source.names), lo - pad, hi + pad, source.log.copy())
+        lo, hi = lo - pad, hi + pad
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hard_lo = np.where(source.log, np.log10(np.maximum(source._lo, 0.0)), source._lo)
+            hard_hi = np.where(source.log, np.log10(np.maximum(source._hi, 0.0)), source._hi)
+        lo = np.maximum(lo, np.where(np.isfinite(hard_lo), hard_lo, -np.inf))
+        hi = np.minimum(hi, np.where(np.isfinite(hard_hi), hard_hi, np.inf))
+        return cls(list(source.names), lo, hi, source.log.copy())
 
 
 class PileupSimulator:
@@ -110,6 +119,29 @@ class PileupSimulator:
                 if self.mode == "adapted":
                     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
                     mu = mu * torch.exp(self.correction.sample(incident_features(self.davis, flux), gen))
+            out.append(mu.numpy())
+        return np.concatenate(out)
+
+    def expected_given(self, theta: np.ndarray, psi: np.ndarray, offsets: np.ndarray | None = None,
+                       marginal: np.ndarray | None = None, batch: int = 500) -> np.ndarray:
+        """Expected counts (N, C) at fit-space θ (N, P) and given nuisances: ψ (N, 4)
+        (:data:`.calibrate.PSI_NAMES`) and, ``adapted``, the correction's coefficient offsets
+        ``offsets`` (N, n_basis) (default 0), those marked ``marginal`` (n_basis,) bool
+        integrated over (:meth:`ResidualCorrection.mean_factor`; default all).  Deterministic;
+        the target of the adaptation's emulators (:mod:`.emulate`)."""
+        from .calibrate import psi_to_phi
+
+        th = np.atleast_2d(np.asarray(theta, float))
+        ps = np.atleast_2d(np.asarray(psi, float))
+        out = []
+        for i in range(0, len(th), batch):
+            t = th[i:i + batch]
+            with torch.no_grad():
+                flux = self.source.flux(torch.as_tensor(t), self.davis.source_edges)
+                mu = self.davis.counts(flux, phi_tensors(psi_to_phi(ps[i:i + batch]), len(t)))
+                if self.mode == "adapted":
+                    off = None if offsets is None else offsets[i:i + batch]
+                    mu = mu * self.correction.mean_factor(incident_features(self.davis, flux), off, marginal)
             out.append(mu.numpy())
         return np.concatenate(out)
 

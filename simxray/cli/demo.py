@@ -7,8 +7,8 @@ Steps (each writes into DIR and is skipped/continued when rerun):
 2. draw one Poisson realisation with pileup and background and write it as an OGIP
    PHA beside copies of its ARF, RMF and background (``simulated.pi``), readable by
    XSPEC, Sherpa and ``simxray``;
-3. simulate a small training dataset from ``simulations/acis_default.toml``
-   (``dataset.h5``; resumable);
+3. simulate a small training dataset from ``simulations/acis_default.toml`` (the default
+   campaign: absorbed relxill with Davis pileup; ``dataset.h5``; resumable);
 4. fit the real NGC 4258 spectrum (``simxray/data/source_bin10.pi``) with the shipped
    default posterior, exactly as ``simxray fit`` does (``fit/``: samples.h5, posterior.nc,
    summary.json, corner.png, spectrum.png), and print where the plots are.

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "(default: simxray/data/emulator_default)")
     p.add_argument("--exact", action="store_true",
                    help="--method emcee on the exact simulator instead of the emulator (slow)")
+    p.add_argument("--no-anchor", action="store_true",
+                   help="--method emcee: do not anchor the emulator to the exact simulator around "
+                        "the mode (by default 2P + 1 exact spectra correct it to first order)")
     p.add_argument("--walkers", type=int, help="emcee walkers (default: max(32, 4 x parameters))")
     p.add_argument("--max-steps", type=int, default=20000,
                    help="emcee: most steps per walker (default %(default)s)")
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.method != "emcee":
         for flag, val in (("--exact", args.exact), ("--emulator", args.emulator),
-                          ("--walkers", args.walkers)):
+                          ("--walkers", args.walkers), ("--no-anchor", args.no_anchor)):
             if val:
                 raise SimxrayError("only applies to --method emcee", field=flag)
     if args.method == "emcee":
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                                  plots=not args.no_plots, arf=args.arf, rmf=args.rmf,
                                  background=args.background, frame_time=args.frame_time,
                                  n_effective=args.n_effective, max_steps=args.max_steps,
-                                 n_walkers=args.walkers, quiet=args.quiet, threads=args.threads)
+                                 n_walkers=args.walkers, quiet=args.quiet, threads=args.threads,
+                                 anchor=not args.no_anchor)
     else:
         res = fit_spectrum(args.spectrum, args.posterior, out=args.out, n_samples=args.samples,
                            seed=args.seed, force=args.force, ppc_draws=args.ppc_draws,
@@ -90,5 +94,13 @@ def run(args: argparse.Namespace) -> int:
                   f"{d['autocorr_time_max']:.1f}, acceptance {d['acceptance_fraction_mean']:.2f}, "
                   f"effective samples {d['effective_sample_size_min']:.0f} "
                   f"({d['stop_reason']}, {d['seconds']:.1f} s)")
+            a = d.get("anchor")
+            if a:
+                chk = (f"; log L error spread {a['check_dloglike_sd_plain']:.2f} -> "
+                       f"{a['check_dloglike_sd_anchored']:.2f} on {a['check_points']} check draws"
+                       if "check_points" in a else "")
+                print(f"emulator anchored to the simulator ({a['points']} exact spectra at pilot "
+                      f"draws): counts corrected by {a['total_correction_at_centre']:+.3%} at the "
+                      f"centre{chk}")
         print(f"wrote {', '.join(sorted(res.files.values()))}")
     return 0

@@ -48,6 +48,7 @@ class McmcResult:
     diagnostics: dict
     log_prob: np.ndarray
     chain: np.ndarray | None = field(default=None, repr=False)   # (steps, walkers, P) physical
+    forward: Any = field(default=None, repr=False)   # expected counts θ -> μ the chain used
 
     @property
     def warnings(self) -> list[str]:
@@ -68,6 +69,7 @@ class Likelihood:
 
         self.x = np.asarray(counts, dtype=float)
         self.forward = forward
+        self.fast = None
         self.n_calls = 0
         self.n_spectra = 0
         self.seconds = 0.0
@@ -95,14 +97,37 @@ class Likelihood:
         self.n_spectra += len(theta)
         return mu
 
-    def stat(self, theta: np.ndarray) -> np.ndarray:
-        """The fit statistic (B,) for theta (B, P) in physical units."""
+    def use_emulator_cstat(self, emulator) -> bool:
+        """Compute C-stat straight from a ``counts`` emulator's network
+        (:class:`~simxray.inference.fastlike.EmulatorCStat`); False where that does not apply
+        (W-stat, another target, or no emulator)."""
+        from .fastlike import EmulatorCStat
+
+        if self.kind != "cstat" or getattr(emulator, "target", None) != "counts" or getattr(
+                emulator, "in_cols", None) or not hasattr(emulator, "folded"):
+            return False
+        self.fast = EmulatorCStat(emulator, self.x,
+                                  None if np.ndim(self.bmu) == 0 else self.bmu)
+        return True
+
+    def stat_mu(self, mu: np.ndarray) -> np.ndarray:
+        """The fit statistic (B,) for expected source counts mu (B, C)."""
         from .stats import cstat
 
-        mu = self.expected(theta)
-        if self.kind == "wstat":
-            return self._wstat(mu)
-        return cstat(self.x, mu + self.bmu)
+        mu = np.atleast_2d(mu)
+        return self._wstat(mu) if self.kind == "wstat" else cstat(self.x, mu + self.bmu)
+
+    def stat(self, theta: np.ndarray) -> np.ndarray:
+        """The fit statistic (B,) for theta (B, P) in physical units."""
+
+        if self.fast is not None:
+            t0 = time.perf_counter()
+            out = self.fast(theta)
+            self.seconds += time.perf_counter() - t0
+            self.n_calls += 1
+            self.n_spectra += len(theta)
+            return out
+        return self.stat_mu(self.expected(theta))
 
     def __call__(self, theta: np.ndarray) -> np.ndarray:
         """log L (B,) up to a constant: -stat / 2."""
@@ -252,7 +277,7 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
                  background_scale: float | np.ndarray | None = None,
                  background_mu: np.ndarray | None = None, n_init: int | None = None,
                  init: np.ndarray | None = None, moves=None, quiet: bool = False,
-                 keep_chain: bool = False) -> McmcResult:
+                 keep_chain: bool = False, anchor=None) -> McmcResult:
     """Sample p(θ | counts) with emcee's affine-invariant ensemble sampler.
 
     spectrum : counts (C,) in the forward model's channels, or a
@@ -268,6 +293,10 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
     init : (P,) starting point (physical units) instead of the automatic search.
     moves : emcee moves (default: 80 % DEMove + 20 % DESnookerMove, which on the piled
         NGC 4258 setup halves the autocorrelation time of emcee's default stretch move).
+    anchor : with ``emulator``, the exact simulator (anything with ``expected``) to anchor
+        the emulator to (:mod:`~simxray.inference.anchor`): a pilot chain on the plain
+        emulator (``n_effective / 4`` effective samples), ~60 exact spectra at its draws, a
+        quadratic correction of log μ, then the main chain on the anchored emulator.
     """
     import emcee
     from scipy.optimize import minimize
@@ -290,6 +319,10 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
                            field="n_walkers")
     like = Likelihood(x_obs, forward, background_mu=background_mu, background_counts=bkg,
                       background_scale=alpha)
+    b = prior.bounds
+    if (kind == "emulator" and np.all(b[:, 0] >= getattr(emulator, "low", np.inf))
+            and np.all(b[:, 1] <= getattr(emulator, "high", -np.inf))):
+        like.use_emulator_cstat(emulator)       # no clipping needed inside the training range
     coords = _Coords(prior)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -325,42 +358,59 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
                                                                0.02 * np.diag(width)])})
     x_map = opt.x if opt.fun < -float(log_post(x0)[0]) else x0
     cov = _hessian_cov(log_post, x_map, width)
+    anchor_info = None
     start = _initial_walkers(rng, x_map, cov, nw, coords, width, log_post)
 
     # -- run ---------------------------------------------------------------------------------------
     if moves is None:       # differential evolution: ~half the autocorrelation time of the
         moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]  # stretch move
-    sampler = emcee.EnsembleSampler(nw, P, log_post, vectorize=True, moves=moves)
-    sampler.random_state = np.random.RandomState(seed % 2**32).get_state()
-    state = start
-    steps = 0
-    tau = np.full(P, np.nan)
-    reason = "max_steps"
-    bar = tqdm(total=max_steps, unit="step", disable=quiet, desc=f"emcee ({kind})",
-               dynamic_ncols=True)
-    try:
-        while steps < max_steps:
-            n = min(block, max_steps - steps)
-            state = sampler.run_mcmc(state, n, progress=False)
-            steps += n
-            bar.update(n)
-            chain = sampler.get_chain()
-            tau = _tau(chain[steps // 3:])       # the last two thirds: past the burn-in
-            tmax = float(np.nanmax(tau)) if np.isfinite(tau).any() else math.inf
-            burn = int(math.ceil(burn_tau * tmax)) if math.isfinite(tmax) else steps
-            ess = nw * max(0, steps - burn) / tmax if math.isfinite(tmax) else 0.0
-            bar.set_postfix(tau=f"{tmax:.0f}", ess=f"{ess:.0f}",
-                            acc=f"{np.mean(sampler.acceptance_fraction):.2f}")
-            if (math.isfinite(tmax) and steps >= min_tau_multiple * tmax and ess >= n_effective
-                    and steps > burn):
-                reason = "converged"
-                break
-    except KeyboardInterrupt:
-        reason = "interrupted"
-        if steps == 0:
-            raise
-    finally:
-        bar.close()
+    def run_chain(state, target: int, label: str, rs_seed: int):
+        """Blocks of ``block`` steps until converged (50 τ, ``target`` ESS) or max_steps."""
+        smp = emcee.EnsembleSampler(nw, P, log_post, vectorize=True, moves=moves)
+        smp.random_state = np.random.RandomState(rs_seed % 2**32).get_state()
+        n_steps, why = 0, "max_steps"
+        bar = tqdm(total=max_steps, unit="step", disable=quiet, desc=f"emcee ({label})",
+                   dynamic_ncols=True)
+        try:
+            while n_steps < max_steps:
+                n = min(block, max_steps - n_steps)
+                state = smp.run_mcmc(state, n, progress=False)
+                n_steps += n
+                bar.update(n)
+                tau_b = _tau(smp.get_chain()[n_steps // 3:])   # the last two thirds: past burn-in
+                tmax = float(np.nanmax(tau_b)) if np.isfinite(tau_b).any() else math.inf
+                burn_b = int(math.ceil(burn_tau * tmax)) if math.isfinite(tmax) else n_steps
+                ess_b = nw * max(0, n_steps - burn_b) / tmax if math.isfinite(tmax) else 0.0
+                bar.set_postfix(tau=f"{tmax:.0f}", ess=f"{ess_b:.0f}",
+                                acc=f"{np.mean(smp.acceptance_fraction):.2f}")
+                if (math.isfinite(tmax) and n_steps >= min_tau_multiple * tmax
+                        and ess_b >= target and n_steps > burn_b):
+                    why = "converged"
+                    break
+        except KeyboardInterrupt:
+            why = "interrupted"
+            if n_steps == 0:
+                raise
+        finally:
+            bar.close()
+        return smp, n_steps, why
+
+    if anchor is not None and kind == "emulator":
+        from .anchor import anchor_to_simulator
+
+        pilot, pilot_steps, pilot_reason = run_chain(start, max(200, n_effective // 4),
+                                                     "emulator, pilot", seed + 1)
+        if pilot_reason == "interrupted":
+            raise KeyboardInterrupt
+        ch = pilot.get_chain()
+        tau_p = _tau(ch[pilot_steps // 3:])
+        tp = float(np.nanmax(tau_p)) if np.isfinite(tau_p).any() else float(pilot_steps)
+        pilot_x = ch[min(int(math.ceil(burn_tau * tp)), pilot_steps // 2):].reshape(-1, P)
+        anchor_info = anchor_to_simulator(like, forward, anchor.expected, pilot_x, coords, rng)
+        anchor_info.update(pilot_steps=pilot_steps, pilot_stop_reason=pilot_reason)
+        start = ch[-1]                                      # walkers already in the bulk
+    sampler, steps, reason = run_chain(start, n_effective,
+                                       "emulator, anchored" if anchor_info else kind, seed)
     chain_x = sampler.get_chain()
     lp_chain = sampler.get_log_prob()
     tau = _tau(chain_x[steps // 3:])
@@ -399,7 +449,10 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
     theta_map = coords.to_theta(x_map[None])[0]
     diag: dict[str, Any] = {
         "sampler": "emcee.EnsembleSampler", "emcee_version": emcee.__version__,
-        "forward_model": kind, "statistic": like.kind, "n_walkers": nw, "steps": steps,
+        "forward_model": kind, "statistic": like.kind,
+        "likelihood_path": ("emulator C-stat (fastlike)" if like.fast is not None else
+                            "anchored emulator" if anchor_info else "expected counts"),
+        "anchor": anchor_info, "n_walkers": nw, "steps": steps,
         "burn_in": burn, "stop_reason": reason,
         "autocorr_time": dict(zip(prior.names, map(float, tau), strict=True)),
         "autocorr_time_max": tmax,
@@ -419,7 +472,8 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
     samples = coords.to_theta(flat[pick])
     return McmcResult(samples=samples, names=list(prior.names), diagnostics=diag,
                       log_prob=flat_lp[pick],
-                      chain=coords.to_theta(chain_x) if keep_chain else None)
+                      chain=coords.to_theta(chain_x) if keep_chain else None,
+                      forward=like.forward)
 
 
 def _tau(chain: np.ndarray) -> np.ndarray:
@@ -534,9 +588,11 @@ def fit_spectrum_emcee(spectrum: str | os.PathLike, emulator: str | os.PathLike 
                        rmf: str | None = None, background: str | None = None,
                        frame_time: float | None = None, n_effective: int = 1000,
                        max_steps: int = 20000, n_walkers: int | None = None,
-                       quiet: bool = True, threads: int = 1):
+                       quiet: bool = True, threads: int = 1, anchor: bool = True):
     """``simxray fit --method emcee``: emcee on the emulator (or, ``exact``, on the simulator
     rebuilt for this spectrum's response), with the same outputs as the NPE fit.
+    ``anchor``: anchor the emulator to that simulator around the mode
+    (:mod:`~simxray.inference.anchor`; skipped with a warning if it cannot be rebuilt).
 
     Returns a :class:`~simxray.inference.fit.FitResult` whose summary adds ``method`` and
     ``sampler`` (the MCMC diagnostics); its warnings include the sampler's.
@@ -563,16 +619,18 @@ def fit_spectrum_emcee(spectrum: str | os.PathLike, emulator: str | os.PathLike 
         torch.set_num_threads(int(threads))
     sim = None
     try:
-        if exact or ppc_draws > 0:
+        if exact or ppc_draws > 0 or anchor:
             try:
                 sim = build_simulator(cfg, spec)
             except (SimxrayError, ImportError, ValueError, KeyError) as exc:
                 if exact:
                     raise
-                warn_list.append(f"no posterior-predictive check: cannot rebuild the simulator "
-                                 f"({str(exc).splitlines()[0]})")
+                warn_list.append(f"no posterior-predictive check and no anchoring: cannot rebuild "
+                                 f"the simulator ({str(exc).splitlines()[0]})")
         prior = emu.prior
         kw = {"simulator": sim} if exact else {"emulator": emu}
+        if not exact and anchor and sim is not None:
+            kw["anchor"] = sim
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = sample_emcee(spec, prior=prior, n_samples=n_samples, seed=seed,

@@ -4,14 +4,20 @@ On simulated Chandra event lists (never seen in training: seed 2026) with the sh
 encoder (``simxray/data/ppad_default``):
 
 * encoding throughput (sources/s, batched, CPU threads as set by SIMXRAY_THREADS, default 2;
-  on a loaded machine use SIMXRAY_THREADS=1 OMP_NUM_THREADS=1) and CPU seconds;
+  on a loaded machine use SIMXRAY_THREADS=1 OMP_NUM_THREADS=1) and CPU seconds: median of 3
+  timed encodings of all sources after a warm-up (1 with ``--quick``), each with the load average;
 * regression of the CSC hardness ratios hard_hm, hard_ms, hard_hs from latent features
   (held-out R², 70/30 split) with gradient boosting; features = z plus summaries decoded
-  from z by the frozen decoder (``decoded``) and, for comparison, z alone (``z_only``);
+  from z by the frozen decoder and log N, the decoded model's expected counts (``decoded``),
+  and, for comparison, z alone (``z_only``);
 * classification of the variability type (accuracy, macro F1, F1 per class);
 * held-out log-likelihood per event: each test event list is thinned into halves A/B, the
   model is fitted on A (PPAD: encode A; baseline: Bayesian blocks on A with the
-  time-averaged or per-block spectrum) and scored on B.
+  time-averaged or per-block spectrum) and scored on B;
+* a model-free detectability reference on the raw events of the test sources (never used by
+  the PPAD features): the GTI-corrected Rayleigh Z² periodogram (1-40 cycles per span) per
+  class, PPAD accuracy on periodic sources below/above 11 cycles per span, and the accuracy
+  of a gradient-boosting classifier on raw-event summaries (Z² peak, binned light curve).
 
 ``run(quick)`` returns a dict; ``python benchmarks/bench_ppad.py [--quick] [--json FILE]``
 prints it and writes JSON (default benchmarks/results/ppad.json for the full run).
@@ -61,23 +67,39 @@ def run(quick: bool = False, model_dir: str | None = None, seed: int = 2026) -> 
     events, lab = simulate_population(n_src, seed=seed)
     t_sim = time.perf_counter() - t0
 
-    load0 = os.getloadavg()[0]
-    t0, c0 = time.perf_counter(), time.process_time()
-    enc = model.encode(events)
-    t_enc, c_enc = time.perf_counter() - t0, time.process_time() - c0
-    load1 = os.getloadavg()[0]
+    model.encode(events[:64])               # warm-up (thread pool, allocator, caches); not timed
+    runs = []
+    for _ in range(1 if quick else 3):      # batches in `threads` worker threads (PPAD.encode default)
+        load0 = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        enc = model.encode(events)
+        t_enc, c_enc = time.perf_counter() - t0, time.process_time() - c0
+        runs.append({"seconds": t_enc, "sources_per_s": n_src / t_enc, "cpu_seconds": c_enc,
+                     "sources_per_cpu_s": n_src / c_enc, "loadavg_before": load0,
+                     "loadavg_after": os.getloadavg()[0]})
+    med = sorted(runs, key=lambda r: r["sources_per_s"])[len(runs) // 2]
 
     perm = np.random.default_rng(seed).permutation(n_src)
     n_tr = int(0.7 * n_src)
     tr, te = perm[:n_tr], perm[n_tr:]
     out: dict = {"n_sources": n_src, "n_train": int(n_tr), "n_test": int(n_src - n_tr), "quick": quick}
-    out["throughput"] = {"sources_per_s": n_src / t_enc, "seconds": t_enc, "torch_threads": threads,
-                         "cpu_count": os.cpu_count(), "loadavg_before": load0, "loadavg_after": load1,
-                         "cpu_seconds": c_enc, "sources_per_cpu_s": n_src / c_enc,
-                         "note": "wall time of PPAD.encode (incl. data preparation) on a shared machine; "
-                                 "cpu_seconds is the process CPU time (all threads), so n / (cpu_seconds / "
-                                 "threads) bounds what 2 otherwise idle cores would give"}
-    feats = {"decoded": feature_matrix(model, enc.z, decoded=True), "z_only": enc.z}
+    out["throughput"] = {**med, "torch_threads": threads, "cpu_count": os.cpu_count(),
+                         "cpu_based_sources_per_s_on_2_cores": 2 * med["sources_per_cpu_s"],
+                         "runs": runs,
+                         "encoder": {"method": "grid", "steps": 30, "workers": threads},
+                         "note": "median of the timed runs (all in `runs`): wall time of PPAD.encode of all "
+                                 "sources (incl. data preparation) on a shared machine, after a 64-source "
+                                 "warm-up; cpu_seconds is the process CPU time (all threads), so "
+                                 "n / (cpu_seconds / 2) estimates what 2 otherwise idle cores would give"}
+    # reference: the event-level encoder (the pre-grid default: 2048-event subsample, one worker)
+    sub = events[:480]
+    t0, c0 = time.perf_counter(), time.process_time()
+    model.encode(sub, method="events", workers=1)
+    out["throughput"]["event_level_encoder_reference"] = {
+        "n_sources": len(sub), "sources_per_s": len(sub) / (time.perf_counter() - t0),
+        "sources_per_cpu_s": len(sub) / (time.process_time() - c0), "torch_threads": threads,
+        "note": "PPAD.encode(method='events', workers=1): the encoder before the grid loss and worker threads"}
+    feats = {"decoded": feature_matrix(model, enc.z, decoded=True, n_events=enc.n_events), "z_only": enc.z}
     reg: dict = {}
     cls: dict = {}
     for name, X in feats.items():
@@ -87,7 +109,9 @@ def run(quick: bool = False, model_dir: str | None = None, seed: int = 2026) -> 
             m = fit_regressor(X[tr], y[tr])
             reg[name][key] = regression_scores(y[te], m.predict(X[te]))
         c = fit_classifier(X[tr], lab["kind_id"][tr])
-        cls[name] = classification_scores(lab["kind_id"][te], c.predict(X[te]), KINDS)
+        pred = c.predict(X[te])
+        cls[name] = classification_scores(lab["kind_id"][te], pred, KINDS)
+        cls[name]["pred"] = pred
     # reference: the observed hardness ratios of the counts themselves (no model)
     reg["observed_counts_ratio"] = {k: regression_scores(lab[k][te], np.nan_to_num(lab["obs_" + k][te]))
                                     for k in HARDNESS_KEYS}
@@ -131,7 +155,10 @@ def run(quick: bool = False, model_dir: str | None = None, seed: int = 2026) -> 
                                  "bb_global": float(np.mean(ll_bb["global"][m])),
                                  "bb_block": float(np.mean(ll_bb["block"][m]))}
     out["heldout_loglike_per_event"] = ll
+    out["detectability_reference"] = _detectability(events, lab, te, cls["decoded"]["pred"], tr)
 
+    for c in cls.values():
+        c.pop("pred")
     r2_min = min(reg["decoded"][k]["r2"] for k in HARDNESS_KEYS)
     acc = cls["decoded"]["accuracy"]
     out["goals"] = {
@@ -145,6 +172,51 @@ def run(quick: bool = False, model_dir: str | None = None, seed: int = 2026) -> 
     out["provenance"] = provenance(benchmark="bench_ppad", seed=seed, model=str(mdir),
                                    model_sha256=sha256(mdir / "weights.safetensors"),
                                    model_provenance=model.meta.get("provenance", {}).get("git_commit"))
+    return out
+
+
+def _detectability(events, lab, te, pred, tr) -> dict:
+    """Model-free reference on raw events (see the module docstring)."""
+    from simxray.events.baselines import z2_periodogram
+    from simxray.events.features import classification_scores, fit_classifier
+    from simxray.events.simulate import KINDS
+
+    freqs = np.arange(1.0, 40.01, 0.1)
+    idx = np.concatenate([te, tr])
+    z2max, fbest, feats = {}, {}, []
+    for i in idx:
+        ev = events[i]
+        p = z2_periodogram(ev, freqs)
+        z2max[i], fbest[i] = float(p.max()), float(freqs[p.argmax()])
+        sel = (ev.energy >= 0.5) & (ev.energy < 7.0)
+        tau = (ev.time[sel] - ev.tstart) / ev.span
+        g = (ev.gti - ev.tstart) / ev.span
+        e = np.linspace(0, 1, 65)
+        fr = (np.clip(g[:, None, 1], e[None, :-1], e[None, 1:]) - np.clip(g[:, None, 0], e[None, :-1], e[None, 1:])).sum(0)
+        c = np.histogram(tau, e)[0]
+        rel = np.where(fr > 1e-4, c / np.maximum(tau.size * fr / fr.sum(), 1e-9), 1.0)
+        feats.append(np.concatenate([[p.max(), freqs[p.argmax()], np.log(max(tau.size, 1))],
+                                     np.quantile(rel[fr > 0.5 / 64], [0, .05, .25, .5, .75, .95, 1]), np.sort(rel)]))
+    kid = lab["kind_id"]
+    out: dict = {"z2_max_quantiles_1_5_50_percent": {
+        k: np.round(np.quantile([z2max[i] for i in te if kid[i] == j], [0.01, 0.05, 0.5]), 1).tolist()
+        for j, k in enumerate(KINDS)},
+        "constant_z2_max_99_percent": float(np.quantile([z2max[i] for i in te if kid[i] == 0], 0.99))}
+    per = [(i, p) for i, p in zip(te, pred, strict=True) if kid[i] == KINDS.index("periodic")]
+    for name, sel in (("below_11_cycles_per_span", lambda f: f < 11), ("above_11_cycles_per_span", lambda f: f >= 11)):
+        rows = [(i, p) for i, p in per if sel(fbest[i])]
+        out[f"periodic_{name}"] = {"n": len(rows), "ppad_accuracy": float(np.mean([p == kid[i] for i, p in rows]))
+                                   if rows else float("nan"), "min_z2": float(min(z2max[i] for i, _ in rows))
+                                   if rows else float("nan")}
+    F = np.array(feats)
+    n_te = len(te)
+    c = fit_classifier(F[n_te:], kid[tr])
+    s = classification_scores(kid[te], c.predict(F[:n_te]), KINDS)
+    out["raw_event_classifier"] = {"accuracy": s["accuracy"], "f1": s["f1"], "confusion": s["confusion"],
+                                   "features": "Z2 peak and frequency, log N, 64-bin exposure-corrected light "
+                                               "curve (quantiles and sorted values); same split"}
+    out["note"] = ("periodic modulation (amplitude 0.5-0.9, >= ~500 counts) is always detectable in the raw "
+                   "events (min Z2 of periodic sources vs the constant sources' 99th percentile)")
     return out
 
 

@@ -20,15 +20,26 @@ from simxray.events.features import (
     decoded_summaries,
 )
 from simxray.events.ppad import (
+    PERIODOGRAM_FREQS,
     PPAD,
     EncodeResult,
     PPADConfig,
+    PPADField,
+    _GridTerms,
+    binned_periodogram,
+    binned_summary,
     collate,
     default_model_dir,
+    grid_batch,
+    grid_loss,
     gti_quadrature,
+    head_code,
+    head_frequency,
+    period_search,
     prepare,
     shifted_gti_quadrature,
     source_loss,
+    summary_dim,
     train_ppad,
 )
 from simxray.events.simulate import random_source, simulate_population
@@ -89,6 +100,119 @@ def test_grid_loss_matches_exact_loglike():
     np.testing.assert_allclose(ll, np.log(enc.scale) - loss, atol=2e-3)
 
 
+def _grid_table(fld: PPADField, G: int) -> torch.Tensor:
+    """φ on the nodes (g - 1)/G, g = 0..G+1 (any G, same network)."""
+    with torch.no_grad():
+        return fld.basis((torch.arange(G + 2, dtype=torch.float32) - 1) / G)
+
+
+def test_grid_batch_counts_and_gti_weights():
+    cfg = PPADConfig(**{**TINY.__dict__, "grid": 8})
+    ev = EventList(np.array([0.0, 10.0, 55.0, 99.0, 100.0]), np.array([0.6, 0.6, 3.0, 6.0, 6.0]),
+                   np.array([[0.0, 20.0], [50.0, 100.0]]))
+    p = prepare(ev, cfg)
+    gb = grid_batch([p], cfg)
+    # event at τ = 0.55 sits 0.4 of the way from node τ=0.5 (index 5) to τ=0.625 (index 6)
+    b = int(np.searchsorted(cfg.band_edges, 3.0, side="right") - 1)
+    np.testing.assert_allclose(gb.counts[0, b, 5:7].numpy(), [0.6, 0.4], atol=1e-6)
+    np.testing.assert_allclose(gb.counts.sum().item(), 5.0)
+    # ∫_GTI hat_g dτ / good time: ρ = a + bτ (linear, so exact) averages to a + b·<τ>_GTI
+    w = gb.weight[0].double().numpy()
+    nodes = (np.arange(cfg.grid + 2) - 1.0) / cfg.grid
+    mean_tau = (0.2 ** 2 / 2 + (1 - 0.5 ** 2) / 2) / 0.7
+    assert w.sum() == pytest.approx(1.0, abs=1e-6)
+    assert (w * (2.0 + 3.0 * nodes)).sum() == pytest.approx(2.0 + 3.0 * mean_tau, abs=1e-6)
+    # intervals entirely inside the gap (0.25-0.5) carry no total variation
+    np.testing.assert_array_equal(gb.pair[0].numpy(), [0, 1, 1, 0, 0, 1, 1, 1, 1])
+
+
+def test_grid_terms_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    s = (2 * torch.randn(2, 3, 7, generator=g, dtype=torch.float64)).requires_grad_(True)
+    with torch.no_grad():
+        s[0, 1, 2] = -30.0                                                     # log-softplus underflow branch
+    counts = torch.rand(2, 3, 7, generator=g, dtype=torch.float64) * 3
+    weight = torch.rand(2, 7, generator=g, dtype=torch.float64)
+    weight /= weight.sum(1, keepdim=True)
+    pair = torch.tensor([[1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 1, 0]], dtype=torch.float64)
+    inv_n = torch.tensor([0.1, 0.25], dtype=torch.float64)
+    fn = lambda x: _GridTerms.apply(x, counts, weight, pair, inv_n, 0.7)      # noqa: E731
+    assert torch.autograd.gradcheck(fn, (s,), eps=1e-6, atol=1e-7)
+    # forward equals the plain expression
+    rho = torch.nn.functional.softplus(s.detach())
+    log_rho = torch.where(s.detach() < -20, s.detach(), torch.log(rho))
+    ref = (-(counts * log_rho).sum((1, 2)) * inv_n + (rho.sum(1) * weight).sum(1)
+           + 0.7 * inv_n * ((rho[:, :, 1:] - rho[:, :, :-1]).abs().sum(1) * pair).sum(1))
+    torch.testing.assert_close(fn(s.detach()), ref)
+
+
+def test_grid_loss_converges_to_event_loss():
+    torch.manual_seed(1)
+    evs, _ = _flare_or_constant(4, seed=4)
+    cfg = PPADConfig(**{**TINY.__dict__, "lambda_tv": 0.0, "quad_sub": 512, "quad_order": 8})
+    model = PPAD(cfg, device="cpu")
+    with torch.no_grad():
+        model.field.branch[-1].weight.mul_(300.0)         # a smooth rate that varies by a factor of 2-5
+    items = [prepare(e, cfg) for e in evs]
+    z = torch.randn(4, cfg.latent_dim)
+    rho = model.rates(z.numpy(), np.linspace(0, 1, 200)).sum(-1)
+    assert np.all(rho.max(1) / rho.min(1) > 1.8)
+    with torch.no_grad():
+        exact = source_loss(model.field, z, collate(items, None), cfg, _grid_table(model.field, 16384)).numpy()
+        err = {}
+        for G in (64, 256, 1024):
+            c = PPADConfig(**{**cfg.__dict__, "grid": G})
+            lg = grid_loss(model.field, z, grid_batch(items, c), c, _grid_table(model.field, G)).numpy()
+            err[G] = np.abs(lg - exact).max()
+    # O(spacing²): within a C/G² bound at every G, and 16x finer is > 50x closer (O(spacing) gives 16x)
+    assert all(err[G] <= 5e-3 * (64 / G) ** 2 for G in err), err
+    assert err[1024] < err[64] / 50, err
+    with pytest.raises(ValueError, match="nodes"):
+        grid_loss(model.field, z, grid_batch(items, cfg), cfg, _grid_table(model.field, 64))
+
+
+def test_grid_loss_gradient_matches_autograd():
+    torch.manual_seed(1)
+    evs, _ = _flare_or_constant(4, seed=4)
+    model = PPAD(TINY, device="cpu")
+    items = [prepare(e, TINY) for e in evs]
+    gb = grid_batch(items, TINY)
+    table = model.field.grid_basis().detach()
+    z = torch.randn(4, TINY.latent_dim, requires_grad=True)
+    lg = grid_loss(model.field, z, gb, TINY, table)
+    lg.sum().backward()
+    g_fused = z.grad.clone()
+    z.grad = None
+    # the same terms through plain autograd
+    A, c = model.field.coeffs(z)
+    s = (A.transpose(1, 2).reshape(4 * TINY.n_bands, -1) @ table.T).view(4, TINY.n_bands, -1) + c[:, :, None]
+    rho = torch.nn.functional.softplus(s)
+    n = gb.n_events
+    ref = (-(gb.counts * torch.log(rho)).sum((1, 2)) / n + (rho.sum(1) * gb.weight).sum(1)
+           + TINY.lambda_tv * ((rho[:, :, 1:] - rho[:, :, :-1]).abs().sum(1) * gb.pair).sum(1) / n
+           + (z ** 2).sum(1) / 2 / TINY.sigma_z ** 2 / n)
+    torch.testing.assert_close(lg, ref, rtol=1e-5, atol=1e-6)
+    ref.sum().backward()
+    torch.testing.assert_close(g_fused, z.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_linear_fourier_skip_field():
+    cfg = PPADConfig(**{**TINY.__dict__, "n_freq": 12, "max_freq": 6.0, "freq_spacing": "linear",
+                        "fourier_skip": True})
+    fld = PPADField(cfg)
+    np.testing.assert_allclose(fld.freqs.numpy() / (2 * np.pi), np.linspace(0.5, 6.0, 12), rtol=1e-6)
+    # with the MLP path silenced, the basis is exactly a linear map of the Fourier features
+    with torch.no_grad():
+        fld.basis_out.weight.zero_()
+        fld.basis_out.bias.zero_()
+        tau = torch.linspace(0, 1, 7)
+        arg = tau[:, None] * fld.freqs
+        gamma = torch.cat([torch.sin(arg), torch.cos(arg)], -1)
+        torch.testing.assert_close(fld.basis(tau), gamma @ fld.skip.weight.T)
+    with pytest.raises(ValueError, match="freq_spacing"):
+        PPADField(PPADConfig(freq_spacing="log"))
+
+
 def test_training_learns_flares(tiny):
     model, evs, is_flare, hist = tiny
     assert hist["loss"][-1][1] < hist["loss"][0][1] - 0.05
@@ -128,6 +252,19 @@ def test_encode_deterministic_batch_independent_and_roundtrip(tiny, tmp_path):
     a = model.encode(evs[:12], steps=15, batch_size=5)
     b = model.encode(evs[:12], steps=15, batch_size=12)
     np.testing.assert_allclose(a.z, b.z, atol=1e-4)
+    torch.set_num_threads(2)
+    try:
+        w = model.encode(evs[:12], steps=15, batch_size=5, workers=2)      # 2 worker threads, 1 torch thread each
+        assert torch.get_num_threads() == 2                                 # restored
+    finally:
+        torch.set_num_threads(1)
+    np.testing.assert_allclose(w.z, a.z, atol=1e-5)
+    with pytest.raises(ValueError, match="method"):
+        model.encode(evs[:2], method="exact")
+    # grid (default) and event-level encoders agree
+    e = model.encode(evs[:12], steps=15, method="events", max_events=10 ** 6)
+    assert np.sqrt(np.mean((e.z - b.z) ** 2)) < 0.1 * np.sqrt(np.mean(b.z ** 2))
+    np.testing.assert_allclose(e.loss, b.loss, atol=0.01)
     model.save(tmp_path / "m", extra={"provenance": {"seed": 0}})
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
     assert doc["format"] == "simxray-ppad-1" and doc["config"]["latent_dim"] == 8
@@ -160,7 +297,10 @@ def test_cli_train_and_encode(tmp_path, capsys):
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["provenance"]["seed"] == 0 and cfg["provenance"]["inputs"][0]["sha256"]
-    assert "z" in cfg["reference"]
+    assert "z" in cfg["reference"] and cfg["config"]["periodic_head"]
+    assert main(["train-ppad", "--simulate", "6", "--out", str(tmp_path / "bad"), "--latent-dim", "3",
+                 "--quiet"]) == 2
+    assert "--latent-dim: must be >= 4 with the periodic head" in capsys.readouterr().err
     rc = main(["encode", str(ds), "--model", str(out), "--out", str(tmp_path / "z.h5"), "--anomaly", "--k", "3",
                "--light-curves", "8", "--steps", "5", "--quiet"])
     assert rc == 0
@@ -171,6 +311,13 @@ def test_cli_train_and_encode(tmp_path, capsys):
         np.testing.assert_allclose(f["n_events"][:], [np.sum((e.energy >= 0.5) & (e.energy < 7)) for e in evs])
         assert json.loads(f.attrs["provenance"])["command"] == "encode"
         assert list(f["labels/kind"][:].astype(str)) == list(lab["kind"])
+    rc = main(["encode", str(ds), "--model", str(out), "--out", str(tmp_path / "e.h5"), "--steps", "5",
+               "--method", "events", "--quiet"])
+    assert rc == 0
+    with h5py.File(tmp_path / "e.h5") as f:
+        assert json.loads(f.attrs["provenance"])["method"] == "events"
+        np.testing.assert_allclose(f["z"][:], PPAD.load(out, device="cpu").encode(evs, steps=5, method="events").z,
+                                   atol=1e-5)
 
 
 def test_anomaly_scorer_and_scores():
@@ -209,7 +356,7 @@ def test_embedding_and_decoded_summaries(tiny):
     assert not any(p is q for p in emb.parameters() for q in model.field.parameters())
     d = decoded_summaries(model, x.numpy())
     np.testing.assert_allclose(d[:, :9].sum(1), 1.0, rtol=1e-5)
-    assert d.shape == (4, 9 + 15) and np.all(d[:, 12:19] >= 0)
+    assert d.shape == (4, 9 + 65) and np.all(d[:, 12:19] >= 0)
     assert np.all(np.abs(d[:, 9:12]) <= 1)
 
 
@@ -236,6 +383,86 @@ def test_shipped_model_small_benchmark():
         assert r2 > 0.85, key
     acc = (fit_classifier(X[tr], lab["kind_id"][tr]).predict(X[te]) == lab["kind_id"][te]).mean()
     assert acc > 0.5
+
+
+def test_amortised_training():
+    evs, _ = _flare_or_constant(12, seed=6)
+    model, z, hist = train_ppad(evs, TINY, steps=60, batch_size=6, lr=5e-3, seed=0, init_steps=0,
+                                amortised=True, device="cpu")
+    assert z.shape == (12, TINY.latent_dim) and model.init is not None
+    assert hist["loss"][-1][1] < hist["loss"][0][1] - 0.02
+    # without extra initialiser steps the initialiser is the jointly trained encoder E, and the
+    # training latents are E(summary) + per-source offsets that stay small
+    with torch.no_grad():
+        e = model.init(torch.from_numpy(binned_summary([prepare(x, TINY) for x in evs], TINY))).numpy()
+    assert np.sqrt(np.mean((z - e) ** 2)) < 0.5 * np.sqrt(np.mean(z ** 2))
+
+
+def test_z2_periodograms():
+    from simxray.events.baselines import z2_periodogram
+
+    rng = np.random.default_rng(3)
+    freqs = np.arange(1.0, 30.0, 0.25)
+    per = random_source(rng, "periodic", n_expected=1500.0, period=1 / 15.3, amplitude=0.5, gap_prob=1.0)
+    const = random_source(rng, "constant", n_expected=1500.0, gap_prob=1.0)
+    ev = per.sample(rng)
+    p = z2_periodogram(ev, freqs)
+    assert p.max() > 50 and abs(freqs[p.argmax()] - 15.3) < 0.3
+    c = np.array([z2_periodogram(const.sample(rng), freqs).mean() for _ in range(5)])
+    assert 1.0 < c.mean() < 3.5                                             # ~chi2_2 under the null
+    # the initialiser's binned version (512 bins, GTI-corrected) agrees
+    cfg = PPADConfig(**{**TINY.__dict__, "init_periodogram": True})
+    pb = np.expm1(binned_periodogram(prepare(ev, cfg)))
+    assert abs(PERIODOGRAM_FREQS[pb.argmax()] - 15.3) <= 0.25 and pb.max() > 50
+    cb = np.mean([np.expm1(binned_periodogram(prepare(const.sample(rng), cfg))).mean() for _ in range(5)])
+    assert 1.0 < cb < 3.5
+    assert summary_dim(cfg) == 4 * cfg.init_bins + cfg.n_bands + PERIODOGRAM_FREQS.size
+    assert binned_summary([prepare(ev, cfg)], cfg).shape == (1, summary_dim(cfg))
+
+
+def test_periodogram_initialiser_roundtrip(tmp_path):
+    cfg = PPADConfig(**{**TINY.__dict__, "init_periodogram": True})
+    evs, _ = _flare_or_constant(8, seed=8)
+    model, _, _ = train_ppad(evs, cfg, steps=5, batch_size=4, seed=0, init_steps=5, device="cpu")
+    model.save(tmp_path / "m")
+    back = PPAD.load(tmp_path / "m", device="cpu")
+    assert back.cfg.init_periodogram and back.init.net[0].in_features == summary_dim(cfg)
+    np.testing.assert_array_equal(back.encode(evs, steps=3).z, model.encode(evs, steps=3).z)
+
+
+def test_period_search_and_periodic_head(tmp_path):
+    rng = np.random.default_rng(5)
+    cfg = PPADConfig(**{**TINY.__dict__, "periodic_head": True})
+    per = [random_source(rng, "periodic", n_expected=3000.0, period=1 / f, amplitude=0.6).sample(rng)
+           for f in (4.3, 11.8, 17.37)]
+    const = [random_source(rng, "constant", n_expected=3000.0).sample(rng) for _ in range(3)]
+    z = period_search([prepare(e, cfg) for e in per + const])
+    f = head_frequency(torch.from_numpy(z[:, :1])).numpy()[:, 0]
+    np.testing.assert_allclose(f[:3], [4.3, 11.8, 17.37], atol=0.1)
+    amp = np.hypot(z[:, 1], z[:, 2])
+    assert np.all(np.abs(amp[:3] - 0.6) < 0.12) and np.all(amp[3:] < 0.15)
+    np.testing.assert_allclose(head_code(f), z[:, 0], atol=1e-5)
+    # the head adds g_b·(z1 cos 2πfτ + z2 sin 2πfτ) to S: exact rates = softplus(grid values + c) at the nodes
+    model = PPAD(cfg, device="cpu")
+    zz = torch.zeros(6, cfg.latent_dim)
+    zz[:, :3] = torch.from_numpy(z)
+    with torch.no_grad():
+        table = model.field.grid_basis(0.3)
+        S, c = model.field.grid_values(zz, table, 0.3)
+        nodes = (torch.arange(cfg.grid + 2, dtype=torch.float32) - 0.7) / cfg.grid
+        torch.testing.assert_close(model.field(nodes.expand(6, -1), zz), torch.nn.functional.softplus(
+            S + c[:, :, None]).transpose(1, 2), rtol=1e-5, atol=1e-6)
+        rho = model.field(torch.linspace(0, 1, 401).expand(6, -1), zz).sum(-1).numpy()
+    assert np.all(rho[:3].max(1) / rho[:3].min(1) > 2.5)         # the head modulates
+    # training and encoding keep z0 at the search value; save/load round trip
+    model, zt, _ = train_ppad(per + const, cfg, steps=10, batch_size=3, seed=0, init_steps=5, device="cpu")
+    np.testing.assert_array_equal(zt[:, 0], z[:, 0])
+    enc = model.encode(per + const, steps=5)
+    np.testing.assert_array_equal(enc.z[:, 0], z[:, 0])
+    assert np.abs(enc.z[:, 1:3] - z[:, 1:3]).max() > 1e-4                     # z1, z2 are optimised
+    model.save(tmp_path / "h")
+    back = PPAD.load(tmp_path / "h", device="cpu")
+    np.testing.assert_array_equal(back.encode(per + const, steps=5).z, enc.z)
 
 
 def test_sbi_npe_with_frozen_encoder(tiny):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from simxray.events.ppad import PPADConfig, reference_set, train_ppad
     from simxray.events.simulate import simulate_population
+    from simxray.io.tomlfile import read_toml
     from simxray.provenance import provenance, sha256
 
-    conf = tomllib.loads(Path(args.config).read_text())
+    conf = read_toml(args.config, "PPAD training settings")
     tr = dict(conf.get("training", {}))
     n_sources = args.n_sources or int(conf.get("data", {}).get("n_sources", 4000))
     for key in ("steps", "init_steps", "seed", "threads"):
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                  batch_size=int(tr.get("batch_size", 64)), lr=float(tr.get("lr", 2e-3)),
                                  lr_z=float(tr.get("lr_z", 0.05)), seed=seed,
                                  init_steps=int(tr.get("init_steps", 2000)), device="cpu",
-                                 progress=not args.quiet)
+                                 amortised=bool(tr.get("amortised", False)), progress=not args.quiet)
     t_train = time.time() - t0 - t_sim
     model.reference = reference_set(model, events, labels, max_sources=int(tr.get("reference_sources", 4000)),
                                     seed=seed, progress=not args.quiet)

@@ -17,13 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=30, help="optimisation steps per batch (default %(default)s)")
     p.add_argument("--lr", type=float, default=0.05, help="latent learning rate (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=256, help="sources per batch (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for event subsampling (default %(default)s)")
+    p.add_argument("--method", choices=("grid", "events"), default="grid",
+                   help="encoder loss: on the interpolation grid from all events (default) or the event-level "
+                        "training loss on up to the model's max_events events per source")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for event subsampling with --method events (default %(default)s)")
     p.add_argument("--anomaly", action="store_true",
                    help="add a k-nearest-neighbour anomaly score against the model's reference latents")
     p.add_argument("--k", type=int, default=10, help="neighbours for --anomaly (default %(default)s)")
     p.add_argument("--light-curves", type=int, default=0, metavar="NBINS",
                    help="also write binned model light curves (counts/s per band) with NBINS time bins")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads: batches are encoded in this many worker threads (default %(default)s)")
     p.add_argument("--gti-from-header", action="store_true",
                    help="use TSTART/TSTOP when an event file has no GTI extension")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     events, labels = load_event_inputs(args.inputs, missing_gti="header" if args.gti_from_header else "error")
     t0 = time.perf_counter()
     enc = model.encode(events, steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                       progress=not args.quiet)
+                       progress=not args.quiet, method=args.method)
     dt = time.perf_counter() - t0
     anomaly = None
     if args.anomaly:
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         anomaly = AnomalyScorer(ref, k=args.k).score(enc.z)
     prov = provenance(command="encode", inputs=[{"path": str(p), "sha256": sha256(p)} for p in args.inputs],
                       model=str(model_dir), model_sha256=sha256(os.path.join(model_dir, "weights.safetensors")),
-                      seed=args.seed, steps=args.steps, lr=args.lr)
+                      seed=args.seed, steps=args.steps, lr=args.lr, method=args.method)
     tmp = atomic_path(args.out)
     with h5py.File(tmp, "w") as f:
         f["z"] = enc.z

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-z", type=float, default=0.05, help="latent learning rate (default %(default)s)")
     p.add_argument("--init-steps", type=int, default=1500,
                    help="steps for the amortised initialiser, 0 for none (default %(default)s)")
+    p.add_argument("--no-periodic-head", action="store_true",
+                   help="no periodic head (a sinusoid at the period search's frequency, z0-z2; on by default, "
+                        "as in the shipped model; needs --latent-dim >= 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default %(default)s)")
     p.add_argument("--gti-from-header", action="store_true",
@@ -43,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "latent_dim"):
         if getattr(args, name) < 1:
             raise ParameterError(f"must be >= 1, got {getattr(args, name)}", field=f"--{name.replace('_', '-')}")
+    if not args.no_periodic_head and args.latent_dim < 4:
+        raise ParameterError(f"must be >= 4 with the periodic head (or use --no-periodic-head), got "
+                             f"{args.latent_dim}", field="--latent-dim")
     events, labels = load_event_inputs(args.inputs, missing_gti="header" if args.gti_from_header else "error")
     sim_seed = None
     if args.simulate:
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         events = events + sev
     if not events:
         raise SimxrayError("no event lists: give EVENTS_OR_DATASET files or --simulate N")
-    cfg = PPADConfig(latent_dim=args.latent_dim)
+    cfg = PPADConfig(latent_dim=args.latent_dim, periodic_head=not args.no_periodic_head)
     model, _z, hist = train_ppad(events, cfg, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                  lr_z=args.lr_z, seed=args.seed, init_steps=args.init_steps,
                                  progress=not args.quiet)

@@ -2,8 +2,9 @@
 
 * :func:`decoded_summaries`: quantities computed from z alone through the frozen decoder
   (time-averaged band fractions and the CSC hardness ratios of the decoded rates).
-* :func:`feature_matrix`: z, optionally with those decoded summaries (still functions of z
-  only; no count summaries of the events are added).
+* :func:`feature_matrix`: z, optionally with those decoded summaries (functions of z only)
+  and the log of the decoded model's expected counts (the encoder's normalisation N); no
+  other summaries of the events are added.
 * :func:`fit_regressor` / :func:`fit_classifier`: downstream models (scikit-learn
   histogram gradient boosting) with held-out scores (:func:`regression_scores`,
   :func:`classification_scores`).
@@ -27,17 +28,70 @@ from .ppad import PPAD
 HARDNESS_KEYS = ("hard_hm", "hard_ms", "hard_hs")
 
 
-def decoded_summaries(model: PPAD, z: np.ndarray, n_tau: int = 128) -> np.ndarray:
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Number of runs of True per row and their centres (index units)."""
+    d = np.diff(np.concatenate([np.zeros((len(mask), 1), np.int8), mask.astype(np.int8),
+                                np.zeros((len(mask), 1), np.int8)], axis=1), axis=1)
+    centres = []
+    for row in d:
+        st, en = np.flatnonzero(row == 1), np.flatnonzero(row == -1)
+        centres.append(0.5 * (st + en - 1))
+    return np.array([c.size for c in centres], np.float64), centres
+
+
+def _shape_features(lc: np.ndarray, n_pad: int) -> np.ndarray:
+    """Time-domain and Fourier descriptors of normalised light curves lc (B, T), mean 1 (20 columns)."""
+    B, T = lc.shape
+    med = np.median(lc, axis=1, keepdims=True)
+    q = np.quantile(lc, [0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0], axis=1).T                         # 7
+    x = lc - 1.0
+    sd = x.std(1) + 1e-9
+    skew = (x ** 3).mean(1) / sd ** 3
+    # periodogram of the mean-subtracted curve, zero-padded (resolution T/n_pad cycles per span)
+    pw = np.abs(np.fft.rfft(x, n=n_pad, axis=1)) ** 2 / T
+    fr = np.arange(pw.shape[1]) / n_pad * T
+    ok = (fr >= 1.0) & (fr <= 0.45 * T)
+    pk = np.where(ok, pw, -np.inf).argmax(1)
+    p_pk = pw[np.arange(B), pk]
+    f_pk = fr[pk]
+    total = pw[:, ok].sum(1) + 1e-12
+    near = np.abs(fr[None, :] - f_pk[:, None]) <= 0.75
+    coh = (pw * (near & ok)).sum(1) / total                    # fraction of variance in the peak
+    h2 = np.clip(np.rint(2 * f_pk * n_pad / T).astype(int), 0, pw.shape[1] - 1)
+    harm = np.log10((pw[np.arange(B), h2] + 1e-9) / (p_pk + 1e-9))
+    # autocorrelation (zero-padded, so not circular): highest value at lags 0.03-0.5 of the span
+    ac = np.fft.irfft(np.abs(np.fft.rfft(x, n=2 * T, axis=1)) ** 2, axis=1)[:, :T]
+    ac = ac / (ac[:, :1] + 1e-12)
+    lo = max(2, int(0.03 * T))
+    acmax = ac[:, lo:T // 2].max(1)
+    aclag = (ac[:, lo:T // 2].argmax(1) + lo) / T
+    # dips and peaks: runs below 0.5 / above 1.5 times the median
+    n_dip, cen = _runs(lc < 0.5 * med)
+    reg = np.array([np.std(np.diff(c)) / np.mean(np.diff(c)) if c.size >= 3 else (0.5 if c.size == 2 else 1.0)
+                    for c in cen])
+    n_hi, _ = _runs(lc > 1.5 * med)
+    below = (lc < 0.5 * med).mean(1)
+    return np.column_stack([q, np.log10(sd), skew, np.log10(p_pk + 1e-9), f_pk, coh, harm, acmax, aclag,
+                            n_dip, reg, n_hi, below, np.log10((lc.max(1) + 1e-9) / (med[:, 0] + 1e-9))])
+
+
+def decoded_summaries(model: PPAD, z: np.ndarray, n_tau: int = 256) -> np.ndarray:
     """Descriptors computed from z alone through the frozen decoder, on τ ∈ [0, 1]:
 
     * time-averaged band fractions (n_bands) and CSC hardness ratios hm, ms, hs (3);
-    * shape of the total decoded light curve L(τ)/mean: quantiles 0, 5, 25, 50, 75, 95,
-      100 % (7), the largest non-DC power of its Fourier transform and that frequency (2),
-      the number of local maxima above 1.5× the median (1);
+    * shape of the total decoded light curve L(τ)/mean (20, :func:`_shape_features`):
+      quantiles 0, 5, 25, 50, 75, 95, 100 %, log standard deviation, skewness; the highest
+      periodogram peak at ≥ 1 cycle per span (log power, frequency, fraction of the variance
+      within ±0.75 cycles of it, log power ratio of its second harmonic); the highest
+      autocorrelation at lags 0.03-0.5 and that lag; runs below 0.5× the median (number,
+      irregularity of their spacing: std/mean of the intervals), runs above 1.5× the median,
+      fraction of time below 0.5× the median, log max/median;
+    * the same shape descriptors of the soft (0.5-1.2 keV) and hard (2-7 keV) decoded light
+      curves (2 × 20);
     * time variability of the spectrum: standard deviation over τ of the decoded hard_hs and
       hard_ms (2).
 
-    Shape (S, n_bands + 15).
+    Shape (S, n_bands + 65).
     """
     tau = (np.arange(n_tau) + 0.5) / n_tau
     out = []
@@ -50,24 +104,26 @@ def decoded_summaries(model: PPAD, z: np.ndarray, n_tau: int = 128) -> np.ndarra
         frac = mean_b / mean_b.sum(1, keepdims=True)
         s, m, h = frac[:, s_sel].sum(1), frac[:, m_sel].sum(1), frac[:, h_sel].sum(1)
         hr = np.column_stack([(h - m) / (h + m), (m - s) / (m + s), (h - s) / (h + s)])
-        lc = rho.sum(2)
-        lc = lc / lc.mean(1, keepdims=True)
-        q = np.quantile(lc, [0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0], axis=1).T
-        pw = np.abs(np.fft.rfft(lc - 1.0, axis=1)[:, 1:]) ** 2 / n_tau
-        pk = np.column_stack([np.log10(pw.max(1) + 1e-9), (pw.argmax(1) + 1).astype(np.float64)])
-        med = np.median(lc, axis=1, keepdims=True)
-        peaks = ((lc[:, 1:-1] > lc[:, :-2]) & (lc[:, 1:-1] >= lc[:, 2:]) & (lc[:, 1:-1] > 1.5 * med)).sum(1)
         st, mt, ht = (rho[:, :, sel].sum(2) for sel in (s_sel, m_sel, h_sel))
+        shapes = [_shape_features(c / (c.mean(1, keepdims=True) + 1e-12), 4 * n_tau)
+                  for c in (rho.sum(2), st, ht)]
         hs_t, ms_t = (ht - st) / (ht + st + 1e-12), (mt - st) / (mt + st + 1e-12)
-        out.append(np.column_stack([frac, hr, q, pk, peaks, hs_t.std(1), ms_t.std(1)]))
-    n_col = model.cfg.n_bands + 15
+        out.append(np.column_stack([frac, hr, *shapes, hs_t.std(1), ms_t.std(1)]))
+    n_col = model.cfg.n_bands + 65
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n_col), np.float32)
 
 
-def feature_matrix(model: PPAD, z: np.ndarray, *, decoded: bool = True) -> np.ndarray:
-    """Features for downstream models: z, plus :func:`decoded_summaries` when ``decoded``."""
+def feature_matrix(model: PPAD, z: np.ndarray, *, decoded: bool = True,
+                   n_events: np.ndarray | None = None) -> np.ndarray:
+    """Features for downstream models: z, plus :func:`decoded_summaries` when ``decoded``, plus
+    (when ``n_events`` is given, e.g. ``EncodeResult.n_events``) log10 of the counts the decoded
+    rate predicts over the GTIs, scale·E·∫ρ = N: the encoding's normalisation, which sets how
+    significant a decoded variation is."""
     z = np.asarray(z, np.float32)
-    return np.column_stack([z, decoded_summaries(model, z)]) if decoded else z
+    cols = [z, decoded_summaries(model, z)] if decoded else [z]
+    if n_events is not None:
+        cols.append(np.log10(np.maximum(np.asarray(n_events, np.float64), 1.0))[:, None].astype(np.float32))
+    return np.column_stack(cols) if len(cols) > 1 else z
 
 
 def fit_regressor(X: np.ndarray, y: np.ndarray, seed: int = 0):

@@ -121,6 +121,31 @@ def test_anchor_removes_emulator_bias():
     assert info["check_dloglike_sd_anchored"] < 0.1 * info["check_dloglike_sd_plain"]
 
 
+def test_second_mode_is_reported():
+    """mu = a^2 x template: modes at +a and -a; the sampler finds both starts, explores one,
+    and says so (diagnostics and a warning)."""
+    tmpl = np.linspace(1.0, 3.0, 30)
+
+    class Square:
+        names = ["a"]
+        channels = [1, 30]
+
+        def expected(self, theta):
+            return np.atleast_2d(theta)[:, :1] ** 2 * tmpl
+
+    x = np.random.default_rng(4).poisson(1.5 ** 2 * tmpl)
+    prior = Prior([Dist("a", "uniform", low=-3.0, high=3.0)])
+    with pytest.warns(RuntimeWarning, match="another posterior mode"):
+        res = sample_emcee(x, simulator=Square(), prior=prior, n_samples=500, seed=1,
+                           n_walkers=8, n_effective=200, max_steps=2000, quiet=True)
+    modes = res.diagnostics["modes"]
+    assert len(modes) == 1 and modes[0]["delta_log_posterior"] < 0.01
+    a_other, a_med = modes[0]["theta"]["a"], np.median(res.samples[:, 0])
+    a_hat = np.sqrt(x.sum() / tmpl.sum())                    # the maximum-likelihood |a|
+    assert abs(abs(a_other) - a_hat) < 0.01 and abs(abs(a_med) - a_hat) < 0.05
+    assert np.sign(a_other) != np.sign(a_med)
+
+
 def test_short_chain_warns_and_reports():
     tmpl = np.linspace(1, 2, 20)
     fwd = Linear(tmpl, np.ones(20), ["a", "b"])

@@ -277,7 +277,7 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
                  background_scale: float | np.ndarray | None = None,
                  background_mu: np.ndarray | None = None, n_init: int | None = None,
                  init: np.ndarray | None = None, moves=None, quiet: bool = False,
-                 keep_chain: bool = False, anchor=None) -> McmcResult:
+                 keep_chain: bool = False, anchor=None, n_starts: int = 4) -> McmcResult:
     """Sample p(θ | counts) with emcee's affine-invariant ensemble sampler.
 
     spectrum : counts (C,) in the forward model's channels, or a
@@ -291,6 +291,9 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
     background, background_scale : background counts (C,) and the exposure × BACKSCAL ratio:
         W-stat.  background_mu : a fixed expected background (C,) added to the model (C-stat).
     init : (P,) starting point (physical units) instead of the automatic search.
+    n_starts : Nelder-Mead runs from the best mutually distant prior draws; other optima
+        within 3 in log posterior of the best are reported (``diagnostics["modes"]``) with a
+        warning: the ensemble explores the best one and rarely crosses between modes.
     moves : emcee moves (default: 80 % DEMove + 20 % DESnookerMove, which on the piled
         NGC 4258 setup halves the autocorrelation time of emcee's default stretch move).
     anchor : with ``emulator``, the exact simulator (anything with ``expected``) to anchor
@@ -336,27 +339,38 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
             lp[ok] = lp[ok] + np.where(np.isfinite(ll), ll, -np.inf)
         return lp
 
-    # -- starting point: best prior draw, Nelder-Mead, Hessian covariance ----------------------
+    # -- starting point: best prior draws, Nelder-Mead from each, Hessian covariance -------------
+    width = coords.hi - coords.lo
     if init is not None:
         x0 = coords.to_x(np.asarray(init, float).reshape(1, P))[0]
         if not np.isfinite(log_post(x0)[0]):
             raise ParameterError("init lies outside the prior", field="init")
+        starts = [x0]
     else:
         k = int(n_init or (4096 if kind == "emulator" else 256))
         cand = coords.to_x(prior.sample(k, rng))
         lp = np.concatenate([log_post(cand[a:a + 1024]) for a in range(0, k, 1024)])
-        x0 = cand[int(np.argmax(lp))]
-    width = coords.hi - coords.lo
+        starts = _distinct_starts(cand, lp, width, n_starts)
     maxfev = 600 if kind == "emulator" else 200
+
     def neg(v: np.ndarray) -> float:
         lp = float(log_post(v)[0])
         return -lp if math.isfinite(lp) else 1e30
 
-    opt = minimize(neg, x0, method="Nelder-Mead",
-                   options={"maxfev": maxfev, "xatol": 1e-6, "fatol": 1e-4,
-                            "initial_simplex": x0 + np.vstack([np.zeros(P),
-                                                               0.02 * np.diag(width)])})
-    x_map = opt.x if opt.fun < -float(log_post(x0)[0]) else x0
+    optima = []
+    for x0 in starts:
+        opt = minimize(neg, x0, method="Nelder-Mead",
+                       options={"maxfev": maxfev, "xatol": 1e-6, "fatol": 1e-4,
+                                "initial_simplex": x0 + np.vstack([np.zeros(P),
+                                                                   0.02 * np.diag(width)])})
+        f0 = neg(x0)
+        optima.append((opt.x, float(opt.fun)) if opt.fun < f0 else (x0, f0))
+    optima.sort(key=lambda o: o[1])
+    x_map = optima[0][0]
+    modes = _other_modes(optima, width, log_post)
+    for m in modes:
+        th = coords.to_theta(m.pop("x")[None])[0]
+        m["theta"] = dict(zip(prior.names, map(float, th), strict=True))
     cov = _hessian_cov(log_post, x_map, width)
     anchor_info = None
     start = _initial_walkers(rng, x_map, cov, nw, coords, width, log_post)
@@ -433,6 +447,18 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
     if not ACCEPT_RANGE[0] <= float(acc.mean()) <= ACCEPT_RANGE[1]:
         warn.append(f"mean acceptance fraction {acc.mean():.2f} outside "
                     f"[{ACCEPT_RANGE[0]}, {ACCEPT_RANGE[1]}]")
+    if modes and len(flat):                 # drop optima the chain visited (one curved ridge)
+        sub = flat[:: max(1, len(flat) // 20000)]
+        sd = np.maximum(sub.std(0), 1e-12)
+        for m in modes:
+            m["visited"] = bool(np.min(np.linalg.norm((sub - coords.to_x(
+                np.array([list(m["theta"].values())]))[0]) / sd, axis=1)) < 1.0)
+    for m in modes:
+        if m["delta_log_posterior"] < 3.0 and not m.get("visited"):
+            where = ", ".join(f"{n}={v:.4g}" for n, v in m["theta"].items())
+            warn.append(f"another posterior mode at {where}, {m['delta_log_posterior']:.2f} below the "
+                        "best in log posterior: the chain explores the best mode only (compare fits "
+                        "started there with init=)")
     stuck = int((acc < 0.25 * np.median(acc)).sum())
     if stuck:
         warn.append(f"{stuck} walker(s) with acceptance below a quarter of the median (stuck in "
@@ -452,7 +478,7 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
         "forward_model": kind, "statistic": like.kind,
         "likelihood_path": ("emulator C-stat (fastlike)" if like.fast is not None else
                             "anchored emulator" if anchor_info else "expected counts"),
-        "anchor": anchor_info, "n_walkers": nw, "steps": steps,
+        "anchor": anchor_info, "modes": modes, "n_walkers": nw, "steps": steps,
         "burn_in": burn, "stop_reason": reason,
         "autocorr_time": dict(zip(prior.names, map(float, tau), strict=True)),
         "autocorr_time_max": tmax,
@@ -474,6 +500,46 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
                       log_prob=flat_lp[pick],
                       chain=coords.to_theta(chain_x) if keep_chain else None,
                       forward=like.forward)
+
+
+def _distinct_starts(cand: np.ndarray, lp: np.ndarray, width: np.ndarray, n: int) -> list:
+    """Up to ``n`` starting points: the best candidates, each at least 0.15 prior widths (in
+    the sampling coordinates, Euclidean over parameters) from those already taken."""
+    order = np.argsort(-np.where(np.isfinite(lp), lp, -np.inf))
+    out: list[np.ndarray] = []
+    for i in order[:max(64, 8 * n)]:
+        if not np.isfinite(lp[i]):
+            break
+        u = cand[i] / width
+        if all(np.linalg.norm(u - o / width) > 0.15 for o in out):
+            out.append(cand[i])
+        if len(out) >= n:
+            break
+    return out or [cand[int(order[0])]]
+
+
+def _other_modes(optima: list, width: np.ndarray, log_post, min_dist: float = 0.05,
+                 barrier: float = 2.0) -> list[dict]:
+    """Optima (x, -log posterior), best first, that are separate modes: ``min_dist`` prior
+    widths from every kept one and, on the straight segment to each, a dip of more than
+    ``barrier`` below the lower end (points on one flat ridge are one mode).
+    Returns [{x (sampling coordinates), delta_log_posterior, barrier}]."""
+    best = optima[0][1]
+    kept: list = [(optima[0][0], best)]
+    out = []
+    s = np.linspace(0.0, 1.0, 13)[1:-1, None]
+    for x, f in optima[1:]:
+        if any(np.linalg.norm((x - k) / width) <= min_dist for k, _ in kept):
+            continue
+        dips = []
+        for k, fk in kept:
+            seg = log_post(k + s * (x - k))
+            low = -max(f, fk)                                   # the lower end's log posterior
+            dips.append(low - float(np.min(np.where(np.isfinite(seg), seg, -np.inf))))
+        if min(dips) > barrier:
+            kept.append((x, f))
+            out.append({"x": x, "delta_log_posterior": float(f - best), "barrier": float(min(dips))})
+    return out
 
 
 def _tau(chain: np.ndarray) -> np.ndarray:

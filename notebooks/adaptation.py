@@ -41,6 +41,16 @@ SHOW_EMCEE = (("emcee_davis_emulator", "emcee, Davis emulator", "tab:red"),
               ("npe_adapted", "NPE, adapted", "tab:blue"))
 
 
+def coverage_frame(ax, fig_d: dict, name: str) -> None:
+    """Nominal-coverage diagonal, its ± 0.1 band, labels and legend of a coverage panel."""
+    lv = np.array(fig_d["methods"]["npe_adapted"]["levels"])
+    ax.fill_between(lv, lv - 0.1, lv + 0.1, color="k", alpha=0.1, label="nominal ± 0.1")
+    ax.plot(lv, lv, "k--", lw=0.8)
+    ax.set_xlabel("nominal credibility")
+    ax.set_ylabel(f"empirical coverage, {LABELS.get(name, name)}")
+    ax.legend(fontsize=6)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "adaptation.json"))
@@ -101,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             m = fig_d["methods"].get(key)
             if m:
                 ax.plot(m["levels"], m[n]["coverage"], "o-", color=col, label=lab, ms=4)
-        lv = np.array(fig_d["methods"]["npe_adapted"]["levels"])
-        ax.fill_between(lv, lv - 0.1, lv + 0.1, color="k", alpha=0.1, label="nominal ± 0.1")
-        ax.plot(lv, lv, "k--", lw=0.8)
-        ax.set_xlabel("nominal credibility")
-        ax.set_ylabel(f"empirical coverage, {LABELS.get(n, n)}")
-        ax.legend(fontsize=6)
+        coverage_frame(ax, fig_d, n)
     fig.tight_layout()
     save(fig, "adaptation_coverage.png")
 
@@ -148,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             ax.set_xlabel("pileup fraction (event simulator)")
             ax.set_ylabel(f"estimate − truth, {LABELS.get(n, n)}")
             ax.legend(fontsize=6)
-            lv = np.array(fig_d["methods"]["npe_adapted"]["levels"])
-            axc.fill_between(lv, lv - 0.1, lv + 0.1, color="k", alpha=0.1, label="nominal ± 0.1")
-            axc.plot(lv, lv, "k--", lw=0.8)
-            axc.set_xlabel("nominal credibility")
-            axc.set_ylabel(f"empirical coverage, {LABELS.get(n, n)}")
-            axc.legend(fontsize=6)
+            coverage_frame(axc, fig_d, n)
         r = emu["bias_reduction"]
         fig.suptitle(f"emcee on {n_e} held-out pairs: scaled RMS bias {r['scaled_rms_bias_before']:.3f} "
                      f"(Davis emulator) -> {r['scaled_rms_bias_after']:.3f} (adapted, marginalised)",

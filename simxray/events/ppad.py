@@ -552,6 +552,13 @@ def grid_loss(field_: PPADField, z: torch.Tensor, gb: GridBatch, cfg: PPADConfig
 def optimise_latents_grid(field_: PPADField, gb: GridBatch, cfg: PPADConfig, z0: torch.Tensor, *, steps: int,
                           lr: float, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`optimise_latents` with :func:`grid_loss` (Adam, cosine learning rate)."""
+    return _adam_latents(lambda z: grid_loss(field_, z, gb, cfg, table), z0, cfg, steps=steps, lr=lr)
+
+
+def _adam_latents(loss_fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, cfg: PPADConfig, *,
+                  steps: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise ``loss_fn(z)`` (per-source losses) over z only: Adam with a cosine learning
+    rate, the periodic head's frequency frozen; returns (z, final loss per source)."""
     z = z0.detach().clone().requires_grad_(True)
     _freeze_head_frequency(z, cfg)
     opt = torch.optim.Adam([z], lr=lr)
@@ -559,10 +566,10 @@ def optimise_latents_grid(field_: PPADField, gb: GridBatch, cfg: PPADConfig, z0:
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1)))
         opt.zero_grad(set_to_none=True)
-        grid_loss(field_, z, gb, cfg, table).sum().backward()
+        loss_fn(z).sum().backward()
         opt.step()
     with torch.no_grad():
-        loss = grid_loss(field_, z, gb, cfg, table)
+        loss = loss_fn(z)
     return z.detach(), loss.detach()
 
 
@@ -933,19 +940,8 @@ def optimise_latents(field_: PPADField, batch: Batch, cfg: PPADConfig, z0: torch
         with torch.no_grad():
             table = field_.grid_basis()
     coords = _coords(batch, cfg.n_bands, table.shape[0] - 2, 0.0)
-    z = z0.detach().clone().requires_grad_(True)
-    _freeze_head_frequency(z, cfg)
-    opt = torch.optim.Adam([z], lr=lr)
-    for k in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1)))
-        opt.zero_grad(set_to_none=True)
-        loss = source_loss(field_, z, batch, cfg, table, coords=coords)
-        loss.sum().backward()
-        opt.step()
-    with torch.no_grad():
-        loss = source_loss(field_, z, batch, cfg, table, coords=coords)
-    return z.detach(), loss.detach()
+    return _adam_latents(lambda z: source_loss(field_, z, batch, cfg, table, coords=coords), z0, cfg,
+                         steps=steps, lr=lr)
 
 
 # --------------------------------------------------------------------------- training

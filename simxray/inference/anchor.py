@@ -130,9 +130,9 @@ def anchor_to_simulator(like, forward, mu_exact, pilot_x: np.ndarray, coords,
         info.update(check_points=int(len(check_x)),
                     check_dloglike_sd_plain=float(np.std(ll_x - ll_p)),
                     check_dloglike_sd_anchored=float(np.std(ll_x - ll_a)))
-    mu0 = anchored(coords.to_theta(anc.mean[None]))[0]
-    info["total_correction_at_centre"] = float(mu0.sum() / forward(
-        coords.to_theta(anc.mean[None]))[0].sum() - 1.0)
+    mu_emu0 = forward(coords.to_theta(anc.mean[None]))[0]
+    mu0 = mu_emu0 * np.exp(anc.offset(anc.mean[None])[0])
+    info["total_correction_at_centre"] = float(mu0.sum() / mu_emu0.sum() - 1.0)
     like.forward, like.fast = anchored, None
     info["seconds"] = time.perf_counter() - t0
     return info

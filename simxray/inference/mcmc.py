@@ -89,13 +89,17 @@ class Likelihood:
             self.bmu = 0.0 if background_mu is None else np.asarray(background_mu, dtype=float)
         self._const = float(np.sum(xlogy(self.x, self.x) - self.x))
 
-    def expected(self, theta: np.ndarray) -> np.ndarray:
+    def _timed(self, fn, theta: np.ndarray) -> np.ndarray:
+        """fn(theta), counted and timed in ``n_calls``, ``n_spectra`` and ``seconds``."""
         t0 = time.perf_counter()
-        mu = self.forward(theta)
+        out = fn(theta)
         self.seconds += time.perf_counter() - t0
         self.n_calls += 1
         self.n_spectra += len(theta)
-        return mu
+        return out
+
+    def expected(self, theta: np.ndarray) -> np.ndarray:
+        return self._timed(self.forward, theta)
 
     def use_emulator_cstat(self, emulator) -> bool:
         """Compute C-stat straight from a ``counts`` emulator's network
@@ -119,14 +123,8 @@ class Likelihood:
 
     def stat(self, theta: np.ndarray) -> np.ndarray:
         """The fit statistic (B,) for theta (B, P) in physical units."""
-
         if self.fast is not None:
-            t0 = time.perf_counter()
-            out = self.fast(theta)
-            self.seconds += time.perf_counter() - t0
-            self.n_calls += 1
-            self.n_spectra += len(theta)
-            return out
+            return self._timed(self.fast, theta)
         return self.stat_mu(self.expected(theta))
 
     def __call__(self, theta: np.ndarray) -> np.ndarray:
@@ -368,9 +366,6 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
     optima.sort(key=lambda o: o[1])
     x_map = optima[0][0]
     modes = _other_modes(optima, width, log_post)
-    for m in modes:
-        th = coords.to_theta(m.pop("x")[None])[0]
-        m["theta"] = dict(zip(prior.names, map(float, th), strict=True))
     cov = _hessian_cov(log_post, x_map, width)
     anchor_info = None
     start = _initial_walkers(rng, x_map, cov, nw, coords, width, log_post)
@@ -451,9 +446,10 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
         sub = flat[:: max(1, len(flat) // 20000)]
         sd = np.maximum(sub.std(0), 1e-12)
         for m in modes:
-            m["visited"] = bool(np.min(np.linalg.norm((sub - coords.to_x(
-                np.array([list(m["theta"].values())]))[0]) / sd, axis=1)) < 1.0)
-    for m in modes:
+            m["visited"] = bool(np.min(np.linalg.norm((sub - m["x"]) / sd, axis=1)) < 1.0)
+    for m in modes:                         # sampling coordinates -> θ for the report
+        th = coords.to_theta(m.pop("x")[None])[0]
+        m["theta"] = dict(zip(prior.names, map(float, th), strict=True))
         if m["delta_log_posterior"] < 3.0 and not m.get("visited"):
             where = ", ".join(f"{n}={v:.4g}" for n, v in m["theta"].items())
             warn.append(f"another posterior mode at {where}, {m['delta_log_posterior']:.2f} below the "

@@ -7,7 +7,7 @@ STAMP_SYS := $(VENV)/.sys-ok
 STAMP_PY  := $(VENV)/.install-ok
 DEMO_OUT  ?= demo_output
 
-.PHONY: demo test venv sysdeps lint bench clean
+.PHONY: demo test test-fast test-faults venv sysdeps lint bench clean
 
 # System packages Sherpa needs to build from source (root or sudo).
 $(STAMP_SYS):
@@ -32,11 +32,32 @@ demo: venv
 test: venv
 	$(VPY) -m pytest -q tests
 
+# The quick tier (under 2 minutes on 2 cores): no slow tests, 120 s per test at most.
+test-fast: venv
+	$(VPY) -m pytest -q tests -m "not slow" --timeout=120
+
+# The fault-injection tier alone (truncated/corrupted inputs, bad outputs, kill -9, races).
+test-faults: venv
+	$(VPY) -m pytest -q tests -m faults
+
 lint: venv
 	$(VPY) -m ruff check simxray tests benchmarks simulations training
 
 bench: venv
 	$(VPY) benchmarks/run.py
+
+# `make docs` executes the notebooks (jupytext percent-format .py files that open in Jupyter)
+# with their small default sizes and regenerates their figures into $(DOCS_OUT), a build
+# folder; nothing is written into notebooks/.
+DOCS_OUT  ?= build/docs
+NOTEBOOKS := $(filter-out notebooks/sherpa_ngc4258.py,$(wildcard notebooks/*.py))
+.PHONY: docs
+docs: venv
+	@mkdir -p $(DOCS_OUT)
+	@set -e; for nb in $(NOTEBOOKS); do \
+		echo "== $$nb"; \
+		MPLBACKEND=Agg OMP_NUM_THREADS=1 SIMXRAY_DOCS_OUT=$(abspath $(DOCS_OUT)) $(VPY) $$nb; \
+	done
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

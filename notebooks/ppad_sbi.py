@@ -1,99 +1,87 @@
-"""Event-level SBI: flare amplitude and flare hardness from an event list, with NPE (sbi)
-using the frozen PPAD encoder as embedding network (see simxray/events/sbi_demo.py).
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-    python notebooks/ppad_sbi.py [--model DIR] [--n-sims 2000] [--n-test 60] [--out notebooks]
+# %% [markdown]
+# # Event-level SBI with a frozen PPAD encoder
+#
+# Flare amplitude and flare hardness from an event list: NPE (sbi) with the frozen PPAD
+# encoder as embedding network (`simxray/events/sbi_demo.py`, docs/ppad.md).  The figure
+# shows posterior mean against truth for both parameters and the posterior of one test
+# source.  `make docs` runs it with the small defaults below and writes
+# `ppad_sbi_recovery.png` and `ppad_sbi_summary.json` to `build/docs/`; the numbers in
+# docs/ppad.md used `N_SIMS = 1500`, `N_TEST = 50`.
 
-Writes ``ppad_sbi_recovery.png`` (posterior mean ± 68 % vs truth for both parameters, and the
-posterior of one test source) and ``ppad_sbi_summary.json`` (RMSE vs prior RMSE, correlation,
-68 % coverage).
-"""
-
-from __future__ import annotations
-
-import argparse
+# %% tags=["parameters"]
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from simxray.events.ppad import PPAD
+from simxray.events.sbi_demo import PARAM_NAMES, evaluate, prior, simulate_flares, train_flare_npe
+from simxray.provenance import provenance
 
+MODEL = os.environ.get("SIMXRAY_PPAD_MODEL")     # None: the shipped encoder
+N_SIMS = 300                                     # training simulations (1500 for the docs)
+N_TEST = 20                                      # held-out test sources (50 for the docs)
+SEED = 0
+OUT = Path(os.environ.get("SIMXRAY_DOCS_OUT", "build/docs"))
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--n-sims", type=int, default=2000)
-    ap.add_argument("--n-test", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "notebooks"))
-    args = ap.parse_args(argv)
+# %% [markdown]
+# ## Train the NPE on simulated flares, then evaluate it on fresh ones
 
-    import matplotlib
+# %%
+model = PPAD.load(MODEL, device="cpu")
+t0 = time.time()
+posterior, emb, theta, x = train_flare_npe(model, n_sims=N_SIMS, seed=SEED)
+t_train = time.time() - t0
+torch.manual_seed(SEED + 1)
+theta_test = prior().sample((N_TEST,)).numpy()
+events = simulate_flares(theta_test, seed=SEED + 1)
+res = evaluate(posterior, model, theta_test, events=events)
+means = np.array(res.pop("posterior_mean"))
+print(json.dumps(res, indent=2))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
+# %% [markdown]
+# ## Recovery and one posterior
 
-    from simxray.events.ppad import PPAD
-    from simxray.events.sbi_demo import (
-        PARAM_NAMES,
-        evaluate,
-        prior,
-        simulate_flares,
-        train_flare_npe,
-    )
-    from simxray.provenance import atomic_path, provenance
-
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = PPAD.load(args.model, device="cpu")
-    t0 = time.time()
-    posterior, emb, theta, x = train_flare_npe(model, n_sims=args.n_sims, seed=args.seed)
-    t_train = time.time() - t0
-    torch.manual_seed(args.seed + 1)
-    theta_test = prior().sample((args.n_test,)).numpy()
-    events = simulate_flares(theta_test, seed=args.seed + 1)
-    res = evaluate(posterior, model, theta_test, events=events)
-    means = np.array(res.pop("posterior_mean"))
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for j, name in enumerate(PARAM_NAMES):
-        ax = axes[j]
-        ax.scatter(theta_test[:, j], means[:, j], s=10)
-        lim = [theta_test[:, j].min(), theta_test[:, j].max()]
-        ax.plot(lim, lim, "k--", lw=1)
-        ax.set_xlabel(f"true {name}")
-        ax.set_ylabel(f"posterior mean {name}")
-        ax.set_title(f"RMSE {res[name]['rmse']:.3f} (prior {res[name]['prior_rmse']:.3f}), "
-                     f"68% cov {res[name]['coverage68']:.2f}", fontsize=8)
-    xo = torch.as_tensor(model.encode(events[:1]).z[0])
-    s = posterior.sample((2000,), x=xo, show_progress_bars=False).numpy()
-    axes[2].scatter(s[:, 0], s[:, 1], s=2, alpha=0.3)
-    axes[2].plot(theta_test[0, 0], theta_test[0, 1], "r*", ms=14, label="truth")
-    axes[2].set_xlabel(PARAM_NAMES[0])
-    axes[2].set_ylabel(PARAM_NAMES[1])
-    axes[2].legend()
-    axes[2].set_title("posterior of test source 0", fontsize=8)
-    fig.tight_layout()
-    tmp = atomic_path(out / "ppad_sbi_recovery.png")
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, out / "ppad_sbi_recovery.png")
-    plt.close(fig)
-    summary = {"n_sims": args.n_sims, "n_test": args.n_test, "train_seconds": t_train, "metrics": res,
-               "provenance": provenance(script="notebooks/ppad_sbi.py", seed=args.seed,
-                                        model=str(args.model or "shipped"))}
-    tmp = atomic_path(out / "ppad_sbi_summary.json")
-    tmp.write_text(json.dumps(summary, indent=2, default=float))
-    os.replace(tmp, out / "ppad_sbi_summary.json")
-    print(json.dumps(res, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+for j, name in enumerate(PARAM_NAMES):
+    ax = axes[j]
+    ax.scatter(theta_test[:, j], means[:, j], s=10)
+    lim = [theta_test[:, j].min(), theta_test[:, j].max()]
+    ax.plot(lim, lim, "k--", lw=1)
+    ax.set_xlabel(f"true {name}")
+    ax.set_ylabel(f"posterior mean {name}")
+    ax.set_title(f"RMSE {res[name]['rmse']:.3f} (prior {res[name]['prior_rmse']:.3f}), "
+                 f"68% cov {res[name]['coverage68']:.2f}", fontsize=8)
+xo = torch.as_tensor(model.encode(events[:1]).z[0])
+s = posterior.sample((2000,), x=xo, show_progress_bars=False).numpy()
+axes[2].scatter(s[:, 0], s[:, 1], s=2, alpha=0.3)
+axes[2].plot(theta_test[0, 0], theta_test[0, 1], "r*", ms=14, label="truth")
+axes[2].set_xlabel(PARAM_NAMES[0])
+axes[2].set_ylabel(PARAM_NAMES[1])
+axes[2].legend()
+axes[2].set_title("posterior of test source 0", fontsize=8)
+fig.tight_layout()
+OUT.mkdir(parents=True, exist_ok=True)
+fig.savefig(OUT / "ppad_sbi_recovery.png", dpi=110)
+plt.close(fig)
+summary = {"n_sims": N_SIMS, "n_test": N_TEST, "train_seconds": t_train, "metrics": res,
+           "provenance": provenance(script="notebooks/ppad_sbi.py", seed=SEED, model=str(MODEL or "shipped"))}
+(OUT / "ppad_sbi_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+print(f"wrote {OUT / 'ppad_sbi_recovery.png'}")

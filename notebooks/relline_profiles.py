@@ -1,22 +1,31 @@
-"""Relativistic line profiles for several spins and inclinations (the classic diskline plot).
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-    python notebooks/relline_profiles.py [--out relline_profiles.png]
-"""
+# %% [markdown]
+# # Relativistic line profiles
+#
+# The classic diskline plot: line profiles for several spins and inclinations from
+# simxray's relativistic transfer functions (docs/relativity.md).  `make docs` writes
+# `relline_profiles.png` to `build/docs/`.
 
-from __future__ import annotations
-
-import argparse
-import sys
+# %% tags=["parameters"]
+import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from simxray.physics.relativity.plot import plot_line_profiles
 
-from simxray.physics.relativity.plot import plot_line_profiles  # noqa: E402
+OUT = Path(os.environ.get("SIMXRAY_DOCS_OUT", "build/docs"))
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="relline_profiles.png")
-    a = p.parse_args()
-    plot_line_profiles(a.out)
-    print(f"wrote {a.out}")
+# %%
+OUT.mkdir(parents=True, exist_ok=True)
+plot_line_profiles(OUT / "relline_profiles.png")
+print(f"wrote {OUT / 'relline_profiles.png'}")

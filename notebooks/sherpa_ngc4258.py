@@ -9,6 +9,9 @@ Steps (a script an astronomer can copy into their own Sherpa session):
    ``ungroup``, the emulator model ``SimxrayPileup`` as the *full* model (it already holds
    the ARF, RMF, exposure and Davis pileup), channels 35-548 (0.5-8 keV), ``wstat``;
 2. ``fit`` (Nelder-Mead, then Levenberg-Marquardt), ``conf`` (1-sigma), ``get_draws``;
+   absorbed and unabsorbed 0.5-2, 2-8 keV energy fluxes of the best fit with
+   ``calc_energy_flux(model=mdl.source_model(...))`` (the unpiled source linked to the
+   emulator's parameters);
 3. ``simxray.inference.mcmc.sample_emcee`` on the same spectrum, emulator and statistic;
 4. prints the best fit, the confidence intervals, the emcee posterior (median, 68 %) and,
    per parameter, how many posterior standard deviations the Sherpa best fit lies from
@@ -60,6 +63,11 @@ def sherpa_fit(pha: Path, draws: int, quiet: bool) -> dict:
     fit = ui.get_fit_results()
     ui.conf()
     conf = ui.get_conf_results()
+    fluxes = {}
+    for label, expr in (("absorbed", None), ("unabsorbed", "powerlaw")):
+        src = mdl.source_model(expr)
+        for lo, hi in ((0.5, 2.0), (2.0, 8.0)):   # erg/cm^2/s at the best fit
+            fluxes[f"{label}_{lo:g}-{hi:g}keV"] = float(ui.calc_energy_flux(lo, hi, model=src))
     ui.set_rng(np.random.default_rng(1))
     stat, accept, pars = ui.get_draws(niter=draws)
     names = [p.name for p in mdl.pars]
@@ -69,6 +77,7 @@ def sherpa_fit(pha: Path, draws: int, quiet: bool) -> dict:
                            for n, v in zip(conf.parnames, conf.parmins, strict=True)},
             "conf_upper": {n.split(".")[-1]: (None if v is None else float(v))
                            for n, v in zip(conf.parnames, conf.parmaxes, strict=True)},
+            "energy_flux_erg_cm2_s": fluxes,
             "draws": pars.T, "draws_acceptance": float(np.mean(accept))}
 
 
@@ -112,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(f"Sherpa W-stat {sh['stat']:.1f} ({sh['dof']} dof); emcee MAP W-stat "
                 f"{d['map_stat']:.1f}; emcee: tau {d['autocorr_time_max']:.0f}, acceptance "
                 f"{d['acceptance_fraction_mean']:.2f}, ESS {d['effective_sample_size_min']:.0f}")
+    rows.append("best-fit energy flux (erg/cm^2/s): " + ", ".join(
+        f"{k} {v:.3g}" for k, v in sh["energy_flux_erg_cm2_s"].items()))
     consistent = bool(np.all(dist < 2.0))
     rows.append("Sherpa's best fit is " + ("consistent" if consistent else "NOT consistent") +
                 " with emcee's posterior (every parameter within 2 posterior sd of the median)")

@@ -41,3 +41,18 @@ class ConfigError(SimxrayError):
 
 class ResponseMismatchError(SimxrayError):
     """Responses, spectra or trained models that do not belong together."""
+
+
+class OutputError(SimxrayError):
+    """An output path that cannot be written: missing or unwritable folder, wrong kind,
+    an input of the same command, inside the package, or an earlier output without
+    ``--overwrite``."""
+
+
+class LockedError(OutputError):
+    """An output that another live process is writing (a campaign has one writer)."""
+
+
+class CheckFailed(Exception):
+    """A check that ran and failed (calibration, a benchmark goal): the CLI prints the
+    one-line message and exits with status 1 (not a user error)."""

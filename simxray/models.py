@@ -80,6 +80,46 @@ class ModelSpec:
         )
 
 
+#: Fit defaults of XSPEC's model.dat and relxill's lmodel_relxill.dat (relxill 2.x):
+#: ``{model: {param: (soft min, soft max, frozen by default)}}``.  Used by the Sherpa and
+#: astropy adapters (:func:`fit_defaults`); evaluation only checks the hard limits.  Rin
+#: keeps simxray's positive-radius range as its soft maximum (relxill's soft range is
+#: [-100, -1], ISCO units only).
+_RADII = {"Index1": (-10.0, 10.0, True), "Index2": (-10.0, 10.0, True),
+          "Rbr": (1.0, 400.0, True), "a": (-0.998, 0.998, False), "Incl": (5.0, 80.0, True),
+          "Rin": (-100.0, 1000.0, True), "Rout": (1.0, 400.0, True), "z": (0.0, 10.0, True),
+          "limb": (0.0, 2.0, True)}
+_XILL = {"gamma": (1.0, 3.4, False), "logxi": (0.0, 4.7, False), "Afe": (0.5, 10.0, False),
+         "Ecut": (5.0, 1000.0, True)}
+_NH = {"nH": (0.0, 1e5, False), "Redshift": (-0.999, 10.0, True)}
+XSPEC_DEFAULTS: dict[str, dict[str, tuple[float, float, bool]]] = {
+    "powerlaw": {"PhoIndex": (-2.0, 9.0, False)},
+    "zpowerlw": {"PhoIndex": (-2.0, 9.0, False), "Redshift": (-0.999, 10.0, True)},
+    "cutoffpl": {"PhoIndex": (-2.0, 9.0, False), "HighECut": (1.0, 500.0, False)},
+    "bbodyrad": {"kT": (0.01, 100.0, False)},
+    "gaussian": {"Sigma": (0.0, 10.0, False)},
+    "zgauss": {"Sigma": (0.0, 10.0, False), "Redshift": (-0.999, 10.0, True)},
+    "tbabs": _NH, "phabs": _NH, "wabs": _NH, "ztbabs": _NH, "zphabs": _NH, "zwabs": _NH,
+    "relline": {**_RADII, "lineE": (0.1, 10.0, False)},
+    "relconv": dict(_RADII),
+    "relline_lp": {**_RADII, "lineE": (0.1, 10.0, False), "h": (3.0, 100.0, False),
+                   "gamma": (1.0, 4.0, True)},
+    "relxill": {**_RADII, **_XILL, "Incl": (5.0, 80.0, False), "refl_frac": (0.0, 10.0, False)},
+    "xillver": {**_XILL, "z": (0.0, 10.0, True), "Incl": (5.0, 80.0, True),
+                "refl_frac": (-10.0, 0.0, True)},
+}
+
+
+def fit_defaults(model: str, p: Parameter) -> tuple[float, float, bool]:
+    """(soft min, soft max, frozen) of parameter ``p`` of ``model`` for fitting packages:
+    the XSPEC/relxill model-file values (:data:`XSPEC_DEFAULTS`) within the hard limits and
+    around the default, else the hard limits and ``p.frozen``."""
+    lo, hi, frozen = XSPEC_DEFAULTS.get(model.lower(), {}).get(p.name, (p.min, p.max, p.frozen))
+    lo, hi = max(float(lo), p.min), min(float(hi), p.max)
+    lo, hi = min(lo, p.default), max(hi, p.default)
+    return lo, hi, bool(frozen or p.frozen)
+
+
 REGISTRY: dict[str, ModelSpec] = {}
 _TABLE_LOADERS: list[Callable[[str], ModelSpec]] = []
 _BUILTINS_LOADED = False
@@ -341,12 +381,15 @@ class Model:
     def evaluate(self, edges: np.ndarray, params: Mapping[str, float | np.ndarray] | None = None) -> np.ndarray:
         """Photons/cm^2/s per bin (additive) or factors (multiplicative).
 
-        Output (B, N) if any parameter is an array, else (N,).
+        Output (B, N) if any parameter is an array, else (N,): a new, writable, C-contiguous
+        float64 array that the caller owns (Sherpa's flux functions scale it in place).
         """
         edges = check_edges(edges)
         values, B, batched = self.resolve(params)
-        out = self._eval(self._tree, values, B)(edges)
-        out = np.broadcast_to(out, (B, edges.size - 1))
+        out = np.asarray(self._eval(self._tree, values, B)(edges), dtype=np.float64)
+        shape = (B, edges.size - 1)
+        if out.shape != shape or not out.flags.writeable or not out.flags.c_contiguous:
+            out = np.array(np.broadcast_to(out, shape), dtype=np.float64, order="C")
         return out if batched else out[0]
 
     def _leaf_params(self, leaf: _Leaf, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -291,3 +291,67 @@ def recovery_plot(truths: np.ndarray, means: np.ndarray, names: Sequence[str],
         axes[j // ncol, j % ncol].axis("off")
     fig.tight_layout()
     return _save(fig, path)
+
+
+# -- emulator validation (simxray validate-emulator) -----------------------------------------
+
+def plot_emulator_worst(e_min: np.ndarray, e_max: np.ndarray, mu_true: np.ndarray, mu_emu: np.ndarray,
+               info: list[dict], path: str | os.PathLike) -> Path:
+    """Exact vs emulated expected counts and their ratio for the worst cases."""
+    plt = _pyplot()
+    k = len(mu_true)
+    fig, axes = plt.subplots(2, k, figsize=(3.6 * k, 5.4), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [2.2, 1], "hspace": 0.06})
+    mid = 0.5 * (e_min + e_max)
+    for i in range(k):
+        ax, rx = axes[0, i], axes[1, i]
+        ax.step(mid, mu_true[i], where="mid", color="k", lw=1.0, label="exact simulator")
+        ax.step(mid, mu_emu[i], where="mid", color="C1", lw=1.0, ls="--", label="emulator")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(1e-2, mu_true[i].max() * 1e-4))
+        th = info[i]["theta"]
+        txt = ", ".join(f"{n.replace('pileup.', '')}={v:.3g}" for n, v in th.items())
+        ax.set_title(f"max err {info[i]['max_rel_error']:.1%}, |ΔC| {info[i]['abs_delta_cstat']:.2f}"
+                     f"\npileup {info[i]['pileup_fraction']:.0%}", fontsize=8)
+        ax.text(0.02, 0.02, txt, transform=ax.transAxes, fontsize=6, va="bottom")
+        good = mu_true[i] >= 10
+        ratio = np.where(mu_true[i] > 0, mu_emu[i] / np.maximum(mu_true[i], 1e-300) - 1.0, 0.0)
+        rx.plot(mid[good], 100 * ratio[good], ".", ms=2, color="C1", label=r"$\mu \geq 10$")
+        rx.plot(mid[~good], 100 * ratio[~good], ".", ms=1.5, color="0.6", label=r"$\mu < 10$")
+        rx.axhline(0, color="k", lw=0.6)
+        rx.set_ylim(-6, 6)
+        rx.set_xscale("log")
+        rx.set_xlabel("energy [keV]")
+        if i == 0:
+            ax.set_ylabel("expected counts per channel")
+            rx.set_ylabel("emulated / exact − 1 [%]")
+            ax.legend(fontsize=7, loc="upper right")
+            rx.legend(fontsize=6, loc="lower right")
+    fig.suptitle("emulator: worst held-out cases", fontsize=10)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.85, bottom=0.1, wspace=0.3)
+    return _save(fig, path)
+
+
+def plot_emulator_errors(mu_emu: np.ndarray, mu_true: np.ndarray, dc: np.ndarray,
+                path: str | os.PathLike) -> Path:
+    """Histograms of relative errors (channels with >= 10 counts) and of |ΔC-stat|."""
+    plt = _pyplot()
+    mask = mu_true >= 10
+    rel = np.abs(mu_emu - mu_true)[mask] / mu_true[mask]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    a.hist(np.log10(np.maximum(rel, 1e-7)), bins=60, color="C0")
+    for q, ls in ((50, "-"), (99, "--")):
+        a.axvline(np.log10(np.percentile(rel, q)), color="k", ls=ls, lw=0.8, label=f"{q}th pct")
+    a.axvline(np.log10(0.01), color="C3", lw=0.8, label="1% / 5% goals")
+    a.axvline(np.log10(0.05), color="C3", lw=0.8)
+    a.set_xlabel(r"$\log_{10}$ |emulated − exact| / exact (channels with $\mu \geq 10$)")
+    a.set_ylabel("channels")
+    a.legend(fontsize=7)
+    b.hist(np.log10(np.maximum(dc, 1e-6)), bins=50, color="C1")
+    b.axvline(np.log10(max(dc.mean(), 1e-6)), color="k", lw=0.8, label=f"mean {dc.mean():.3f}")
+    b.axvline(0.0, color="C3", lw=0.8, label="goal: mean < 1")
+    b.set_xlabel(r"$\log_{10}$ |ΔC-stat| (Poisson data, per spectrum)")
+    b.set_ylabel("spectra")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -13,7 +13,7 @@ from simxray.adaptation.calibrate import (
     population_fit,
     psi_to_phi,
 )
-from simxray.adaptation.forward import EnergyDavis, SourceModel, phi_tensors
+from simxray.adaptation.forward import EnergyDavis, FitSpaceModel, phi_tensors
 from simxray.adaptation.pairs import Pair, load_pairs, write_grating_pha
 from simxray.errors import ConfigError
 from simxray.instrument.pileup import piled_counts
@@ -35,7 +35,7 @@ def acis():
 
 @pytest.fixture(scope="module")
 def source():
-    return SourceModel("tbabs*powerlaw", ["nH", "PhoIndex", "norm"], log=["nH", "norm"])
+    return FitSpaceModel("tbabs*powerlaw", ["nH", "PhoIndex", "norm"], log=["nH", "norm"])
 
 
 def test_energy_davis_reduces_to_davis(acis, source):
@@ -512,7 +512,7 @@ def test_prior_box_ignores_an_unconstrained_pair():
     that adapt derives from the grating posteriors; the box stays inside the hard limits."""
     from simxray.adaptation.simulator import PriorBox
 
-    src = SourceModel("tbabs*powerlaw", ["nH", "PhoIndex", "norm"], log=["nH", "norm"])
+    src = FitSpaceModel("tbabs*powerlaw", ["nH", "PhoIndex", "norm"], log=["nH", "norm"])
     centres = np.array([[-0.7, 1.8, -1.8], [-0.6, 1.9, -1.7], [-0.8, 1.7, -1.9], [-0.7, 1.8, -1.8]])
     sds = np.array([[0.03, 0.02, 0.01], [0.03, 0.02, 0.01], [0.04, 0.02, 0.01], [30.0, 5.0, 0.01]])
     box = PriorBox.around(src, centres, sds)

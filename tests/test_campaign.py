@@ -142,6 +142,7 @@ def test_dataset_layout_and_provenance(tiny, tmp_path):
     assert 0.4 < chi2 < 2.0
 
 
+@pytest.mark.slow
 def test_workers_and_dask_identical(tiny, tmp_path):
     cfg = load_config(tiny / "tiny.toml")
     run_campaign(cfg, 100, tmp_path / "w1.h5", seed=9, workers=1, quiet=True)
@@ -197,12 +198,13 @@ def test_interrupt_then_resume_equals_uninterrupted(tiny, tmp_path):
     _same(ref, out)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume(tiny, tmp_path):
     """A run killed with SIGKILL mid-way leaves a valid file; rerunning completes it identically."""
     out = tmp_path / "k.h5"
     n = 100_000
-    cmd = [sys.executable, "-m", "simxray.cli", "simulate", str(tiny / "fast.toml"), "--n", str(n),
-           "--out", str(out), "--seed", "5"]
+    cmd = [sys.executable, "-m", "simxray", "simulate", str(tiny / "fast.toml"), "--n", str(n),
+           "--out", str(out), "--seed", "5", "-v"]   # -v: a progress log line per chunk
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
     seen = {"done": 0}
@@ -260,6 +262,53 @@ def test_refuses_different_arguments(tiny, tmp_path, capsys):
     junk.write_text("not hdf5")
     assert main(["simulate", str(tiny / "tiny.toml"), "--n", "5", "--out", str(junk)]) == 2
     assert "not a readable simxray dataset" in capsys.readouterr().err
+
+
+def test_finished_campaign_is_not_recomputed(tiny, tmp_path):
+    """130 spectra in chunks of 25: the last chunk is partial; a rerun touches nothing."""
+    out = tmp_path / "f.h5"
+    cfg = load_config(tiny / "tiny.toml")
+    run_campaign(cfg, 130, out, seed=2, quiet=True)
+    before, mtime = out.read_bytes(), out.stat().st_mtime_ns
+    res = run_campaign(cfg, 130, out, seed=2, quiet=True)
+    assert res["new"] == 0 and res["resumed_from"] == 130
+    assert out.read_bytes() == before and out.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5"]   # lock file removed
+
+
+def test_bad_run_arguments_leave_nothing(tiny, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o.h5"
+    base = ["simulate", str(tiny / "tiny.toml"), "--n", "50", "--out", str(out)]
+    for extra, what in ((["--chunk-size", "0"], "--chunk-size: expected a positive chunk size"),
+                        (["--chunk-size", "-5"], "--chunk-size"),
+                        (["--workers", "0"], "--workers"),
+                        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "--workers"),
+                        (["--seed", "-1"], "--seed")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and what in err, err
+    assert list(tmp_path.iterdir()) == []
+    # a scheduler that cannot be reached: the error comes before any file is created
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(campaign, "DASK_CONNECT_TIMEOUT", "1s")
+    assert main([*base, "--scheduler", "tcp://127.0.0.1:9", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot connect to the Dask scheduler" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_starts_afresh(tiny, tmp_path, capsys):
+    out = tmp_path / "o.h5"
+    args = ["simulate", str(tiny / "tiny.toml"), "--n", "50", "--out", str(out), "-q"]
+    assert main([*args, "--seed", "1"]) == 0
+    assert main([*args, "--seed", "2"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--seed", "2", "--overwrite"]) == 0
+    with h5py.File(out) as f:
+        assert int(f.attrs["seed"]) == 2 and int(f.attrs["n_done"]) == 50
+    ref = tmp_path / "ref.h5"
+    run_campaign(load_config(tiny / "tiny.toml"), 50, ref, seed=2, quiet=True)
+    _same(ref, out)
 
 
 @pytest.mark.parametrize("text, what", [

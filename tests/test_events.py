@@ -100,8 +100,25 @@ def test_fits_errors_and_documented_handling(tmp_path):
     ev = read_events(empty)
     assert ev.n_events == 0 and ev.exposure == pytest.approx(90.0)
     (tmp_path / "junk.fits").write_text("not fits")
-    with pytest.raises(FileFormatError, match="not a readable FITS"):
+    with pytest.raises(FileFormatError, match="not a FITS file"):
         read_events(tmp_path / "junk.fits")
+
+
+def test_truncated_event_file_is_one_line_error(tmp_path):
+    """Issue 14 item 7: a truncated evt2 used to fail with 'ValueError: cannot reshape'."""
+    rng = np.random.default_rng(5)
+    ev, _, _ = simulate_source(rng, "constant", name="t")
+    p = write_events(tmp_path / "full.fits", ev)
+    raw = p.read_bytes()
+    assert read_events(p).n_events == ev.n_events
+    for cut in (100, 2880, 2880 * 2 + 7, len(raw) // 2, len(raw) - 2881):
+        bad = tmp_path / f"cut{cut}.fits"
+        bad.write_bytes(raw[:cut])
+        with pytest.raises(FileFormatError) as exc:
+            read_events(bad)
+        msg = str(exc.value)
+        assert "\n" not in msg and str(bad) in msg
+        assert "truncated" in msg or "not a FITS file" in msg
 
 
 def test_event_dataset_roundtrip(tmp_path):

@@ -267,7 +267,7 @@ def test_encode_deterministic_batch_independent_and_roundtrip(tiny, tmp_path):
     np.testing.assert_allclose(e.loss, b.loss, atol=0.01)
     model.save(tmp_path / "m", extra={"provenance": {"seed": 0}})
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert doc["format"] == "simxray-ppad-1" and doc["config"]["latent_dim"] == 8
+    assert doc["format"] == "simxray-ppad" and doc["format_version"] == 2 and doc["config"]["latent_dim"] == 8
     back = PPAD.load(tmp_path / "m", device="cpu")
     c = back.encode(evs[:12], steps=15, batch_size=12)
     np.testing.assert_array_equal(b.z, c.z)
@@ -286,6 +286,40 @@ def test_empty_and_bad_inputs(tiny, tmp_path):
     (tmp_path / "bad").mkdir()
     with pytest.raises(FileFormatError, match="config.json"):
         PPAD.load(tmp_path / "bad")
+
+
+def test_encode_rejects_a_corrupt_encoder(tiny, tmp_path, capsys):
+    """Bytes flipped in an encoder's weights.safetensors (the shipped one, copied): the
+    sha256 recorded in config.json catches it; ``simxray encode`` prints one line naming
+    the file and exits 2, and so does a config.json of another kind or a newer version."""
+    import shutil
+
+    from simxray.events.ppad import default_model_dir
+
+    _, evs, _, _ = tiny
+    write_events(tmp_path / "src.fits", evs[0])
+    d = tmp_path / "enc"
+    shutil.copytree(default_model_dir(), d)
+    assert PPAD.load(d).cfg.latent_dim > 0                       # the copy itself is intact
+    w = d / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(FileFormatError, match="sha256 differs"):
+        PPAD.load(d)
+    capsys.readouterr()
+    args = ["encode", str(tmp_path / "src.fits"), "--model", str(d), "--out", str(tmp_path / "z.h5"), "--quiet"]
+    assert main(args) == 2 and not (tmp_path / "z.h5").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "weights.safetensors" in err[0] and "sha256 differs" in err[0], err
+    shutil.copy(default_model_dir() / "weights.safetensors", w)
+    doc = json.loads((d / "config.json").read_text())
+    for key, value, words in (("format_version", 99, "newer than this simxray reads"),
+                              ("format", "simxray-emulator", "expected 'simxray-ppad'")):
+        (d / "config.json").write_text(json.dumps({**doc, key: value}))
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "config.json" in err[0] and words in err[0], err
 
 
 def test_cli_train_and_encode(tmp_path, capsys):

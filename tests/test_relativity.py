@@ -169,8 +169,7 @@ def test_shipped_table_interpolation_matches_direct_tracing():
     a, incl = 0.62, 71.0
     mu = np.cos(np.radians(incl))
     t = transfer.build_table([a - 1e-4, a], [mu - 1e-4, mu], n_r=48, n_chi=41)
-    exact = transfer.TransferTable(spin=t["spin"], mu0=t["mu0"], chi=t["chi"], rmax=t["rmax"], gmin=t["gmin"],
-                                   gmax=t["gmax"], trf=t["trf"], cosne=t["cosne"], path="direct", identity="direct")
+    exact = transfer.TransferTable.from_arrays(t, "direct")
     rin, rout, rbr = rm.resolve_radii(np.array([a]), -1.0, 400.0, 10.0)
 
     def prof(tab):
@@ -186,7 +185,11 @@ def test_tiny_table_build_roundtrip(tmp_path):
 
     out = build(tmp_path / "t.h5", n_spin=2, n_mu=2, n_r=6, n_chi=5, n_psi=64, n_rho=96, log=lambda m: None)
     tab = transfer.load_table(out)
-    assert tab.trf.shape == (2, 2, 6, 5, 2)
+    assert tab.trf.shape == (2, 2, 6, 4, 2)          # chi-cell means
+    assert tab.cosne.shape == (2, 2, 6, 5, 2)        # chi nodes
+    # each spin's radii start at the ISCO of the next spin node (interpolation at fixed physical radius)
+    assert tab.r_lo == pytest.approx([kerr.isco(0.998), kerr.isco(0.998)])
+    assert tab.radial_power == 0.5
     assert tab.spin.tolist() == [-0.998, 0.998]
     with pytest.raises(ParameterError):
         build(out, n_spin=2, n_mu=2, n_r=6, n_chi=5, log=lambda m: None)

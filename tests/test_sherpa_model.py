@@ -158,3 +158,29 @@ def test_notice_emulator_channels_global_session():
     assert ch[0] == m.emulator.channels[0] and ch[-1] == m.emulator.channels[1]
     assert len(ch) == m.emulator.n_channels
     ui.clean()
+
+
+def test_emulator_source_model_gives_fluxes(session):
+    """calc_energy_flux with the emulator's linked source model = quad integrals of
+    tbabs*powerlaw (absorbed) and of the power law (unabsorbed)."""
+    from scipy.integrate import quad
+
+    from simxray.physics.absorption import cross_section
+
+    s, m = session
+    for k, v in START.items():
+        setattr(m, k, v)
+    src = m.source_model()
+    assert [p.name for p in src.pars] == ["nH", "PhoIndex", "norm"]
+    m.PhoIndex = 2.0                                   # linked: the source follows the fit
+    assert src.PhoIndex.val == 2.0
+    kev = 1.602176634e-9                               # erg per keV
+    absorbed = s.calc_energy_flux(2.0, 7.0, model=src)
+    ref = quad(lambda e: e * 1e-3 * e ** -2.0 * np.exp(
+        -1e22 * cross_section("tbabs", np.array([e]))[0]), 2.0, 7.0, points=[2.47, 3.2, 4.04],
+        limit=200)[0] * kev
+    assert absorbed == pytest.approx(ref, rel=2e-3)
+    unabs = s.calc_energy_flux(2.0, 7.0, model=m.source_model("powerlaw"))
+    assert unabs == pytest.approx(1e-3 * np.log(7.0 / 2.0) * kev, rel=1e-4)
+    with pytest.raises(SimxrayModelError, match="set_full_model"):
+        s.calc_energy_flux(2.0, 7.0, model=m)          # counts per channel: no flux

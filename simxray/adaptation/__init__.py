@@ -1,7 +1,7 @@
 """Domain adaptation of the pileup prescription with HETG-paired data.
 
 * :mod:`.pairs`       PAIRS.toml: first-order grating + piled spectra of one observation;
-* :mod:`.forward`     source models in fit space, Davis pileup with alpha(E) and an efficiency;
+* :mod:`.forward`     fit-space source models; the core Davis kernel bound with alpha(E) and an efficiency;
 * :mod:`.grating`     source posteriors from the (pileup-free) first orders;
 * :mod:`.calibrate`   hierarchical calibration of the pileup nuisance parameters;
 * :mod:`.correction`  learned residual correction of the piled spectrum given the source;

@@ -28,7 +28,7 @@ import torch
 from scipy.optimize import minimize
 
 from ..errors import FileFormatError, SimxrayError
-from .forward import F_MIN, PHI_NAMES, EnergyDavis, SourceModel
+from .forward import F_MIN, PHI_NAMES, EnergyDavis, FitSpaceModel
 from .grating import GratingPosterior, fit_gratings
 from .pairs import Pair
 
@@ -115,7 +115,7 @@ class Calibration:
 class PairGroup:
     """Pairs sharing one piled response, frame time and channel range (batched together)."""
 
-    def __init__(self, pairs: list[Pair], source: SourceModel, grid: str | None):
+    def __init__(self, pairs: list[Pair], source: FitSpaceModel, grid: str | None):
         p0 = pairs[0]
         self.pairs = pairs
         self.source = source
@@ -143,7 +143,7 @@ def response_key(resp) -> str:
     return h.hexdigest()
 
 
-def group_pairs(pairs: list[Pair], source: SourceModel, grid: str | None) -> list[PairGroup]:
+def group_pairs(pairs: list[Pair], source: FitSpaceModel, grid: str | None) -> list[PairGroup]:
     """Pairs grouped by identical piled response, frame time and channel range."""
     groups: dict[tuple, list[Pair]] = {}
     keys: dict[int, str] = {}
@@ -154,7 +154,7 @@ def group_pairs(pairs: list[Pair], source: SourceModel, grid: str | None) -> lis
     return [PairGroup(v, source, grid) for v in groups.values()]
 
 
-def grating_posteriors(pairs: list[Pair], source: SourceModel, start: np.ndarray, *,
+def grating_posteriors(pairs: list[Pair], source: FitSpaceModel, start: np.ndarray, *,
                        method: str = "laplace", rng: np.random.Generator | None = None,
                        progress=None) -> list[GratingPosterior]:
     """The grating posterior of every pair."""
@@ -284,7 +284,7 @@ def population_fit(means: list[np.ndarray], precisions: list[np.ndarray], free: 
     return out_mu, out_tau, out_se
 
 
-def calibrate(pairs: list[Pair], source: SourceModel, start: np.ndarray, *,
+def calibrate(pairs: list[Pair], source: FitSpaceModel, start: np.ndarray, *,
               alpha_model: str = "loglinear", grid: str | None = None,
               posteriors: list[GratingPosterior] | None = None, grating_method: str = "laplace",
               rng: np.random.Generator | None = None, quiet: bool = True) -> Calibration:

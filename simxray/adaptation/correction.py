@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, FileFormatError
+from ..errors import ConfigError
+from ..io.modeldir import ModelDirError
 from .forward import EnergyDavis
 
-FORMAT = "simxray-pileup-correction"
 FEATURES = ("log_rate", "hardness", "mean_energy")  # columns of incident_features
 
 
@@ -111,32 +111,30 @@ class ResidualCorrection(nn.Module):
         g = m[..., None] + sd[None, :, None] * x                                       # (B, C, n)
         return (torch.exp(self.max_log * torch.tanh(g / self.max_log)) * w).sum(-1)
 
-    def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
-        """``correction.safetensors`` (weights) + ``correction.json`` (settings, provenance)."""
-        from ..inference.saving import write_json, write_tensors
+    def save(self, path: str | os.PathLike, meta: dict | None = None) -> Path:
+        """A model directory (:mod:`simxray.io.modeldir`): ``weights.safetensors`` + ``config.json``
+        (settings, provenance, the weights' sha256)."""
+        from ..io.modeldir import save_model_dir
         from ..provenance import provenance
 
-        p = Path(path)
-        write_tensors(p.with_suffix(".safetensors"), {k: v.contiguous() for k, v in self.state_dict().items()},
-                      {"format": FORMAT})
-        write_json(p.with_suffix(".json"), {"format": FORMAT, "format_version": 1,
-                                            "hidden": self.net[0].out_features, "max_log": self.max_log,
-                                            "n_basis": int(self.basis.shape[0]), "features": list(self.features),
-                                            "n_channels": int(self.energy.shape[0]), **(meta or {}),
-                                            "provenance": provenance()})
+        cfg = {"hidden": self.net[0].out_features, "max_log": self.max_log,
+               "n_basis": int(self.basis.shape[0]), "features": list(self.features),
+               "n_channels": int(self.energy.shape[0]), **(meta or {}), "provenance": provenance()}
+        return save_model_dir(path, {k: v.contiguous() for k, v in self.state_dict().items()}, cfg,
+                              "correction")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ResidualCorrection:
-        from ..inference.saving import read_json, read_tensors
+        """Rebuild a correction saved by :meth:`save` (weights' sha256 verified)."""
+        from ..io.modeldir import load_model_dir, load_state
 
-        p = Path(path)
-        meta = read_json(p.with_suffix(".json"))
-        if meta.get("format") != FORMAT:
-            raise FileFormatError(f"format {meta.get('format')!r}; expected {FORMAT}", path=p.with_suffix(".json"))
-        t = read_tensors(p.with_suffix(".safetensors"))
-        mod = cls(t["energy"].numpy(), int(meta["hidden"]), float(meta["max_log"]), int(meta["n_basis"]),
-                  tuple(meta["features"]))
-        mod.load_state_dict(t)
+        cfg, t = load_model_dir(path, "correction", what="a pileup-correction directory written by "
+                                "'simxray adapt'", required=("hidden", "max_log", "n_basis", "features"))
+        if "energy" not in t:
+            raise ModelDirError("missing tensor 'energy'", path=str(Path(path) / "weights.safetensors"))
+        mod = cls(t["energy"].numpy(), int(cfg["hidden"]), float(cfg["max_log"]), int(cfg["n_basis"]),
+                  tuple(cfg["features"]))
+        load_state(mod, t, Path(path) / "weights.safetensors")
         return mod
 
 

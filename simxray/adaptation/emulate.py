@@ -92,9 +92,7 @@ def emulator_prior(box: PriorBox, nuis: list[dict] | tuple = ()):
     :class:`simxray.simulator.prior.Prior` over natural parameters."""
     from ..simulator.prior import Dist, Prior
 
-    lo, hi = box.natural_bounds()
-    dists = [Dist(n, "loguniform" if lg else "uniform", low=float(a), high=float(b))
-             for n, lg, a, b in zip(box.names, box.log, lo, hi, strict=True)]
+    dists = list(box.natural_prior().dists)
     dists += [Dist(d["name"], "normal", mu=d["mean"], sigma=d["sd"], low=d["mean"] - NUISANCE_WIDTH * d["sd"],
                    high=d["mean"] + NUISANCE_WIDTH * d["sd"]) for d in nuis]
     return Prior(dists)

@@ -1,14 +1,14 @@
-"""Differentiable forward pieces for adaptation: source parameters → flux, and Davis pileup
-with an energy-dependent grade-migration parameter.
+"""Fit-space source models and the calibrated pileup kernel used by the adaptation.
 
 Source parameters live in a *fit space*: log10 of the parameters named in ``log`` (norms,
-column densities), the others as they are.  :class:`SourceModel` evaluates any registered
-model expression (numpy) and back-propagates through it by forward finite differences in
-fit space (one extra batched model evaluation per parameter), so fits of any expression
-can use torch's autograd for the pileup part.
+column densities), the others as they are.  :class:`FitSpaceModel` wraps the core
+:class:`simxray.models.Model` in that space and back-propagates through it by forward
+finite differences (one extra batched model evaluation per parameter), so fits of any
+expression can use torch's autograd for the pileup part.
 
-:class:`EnergyDavis` is the Davis (2001) series of :mod:`simxray.instrument.pileup` with
-two changes that keep its structure (see docs/adaptation.md):
+:class:`EnergyDavis` binds the one Davis (2001) implementation,
+:meth:`simxray.instrument.pileup.Pileup.kernel_counts`, with its two adaptation options
+(see docs/adaptation.md):
 
 * the grade-migration probability of a pile depends on the pile's *total* energy E (the
   kernel energy the pile lands on), ``alpha(E) = clip(alpha0 + alpha1 ln(E / 2 keV), 0, 1)``,
@@ -16,32 +16,27 @@ two changes that keep its structure (see docs/adaptation.md):
   ``alpha(E)^(p-1)``.  alpha1 = 0 is Davis' model exactly (with the exact p!);
 * a multiplicative efficiency ``eff`` on the piled counts (single-photon grade losses and
   cross-calibration of the piled instrument against the gratings).
-
-Everything else (kernel grid and ARF lookup, f, n, fracexp, g0, frame time, Sherpa's
-stopping rule, redistribution to response bins) is the stock kernel's
-(:class:`simxray.instrument.pileup.Pileup`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ParameterError
-from ..instrument.pileup import MAX_NUM_TERMS, PROBABILITY_CUTOFF, get_pileup
+from ..instrument.pileup import ALPHA_PIVOT, MAX_NUM_TERMS, alpha_of_energy, get_pileup
 from ..instrument.response import Response
 
 #: nuisance parameters calibrated from pairs, in order
 PHI_NAMES: tuple[str, ...] = ("alpha0", "alpha1", "f", "eff")
 #: pivot energy (keV) of alpha(E) = alpha0 + alpha1 ln(E / E_PIVOT)
-E_PIVOT = 2.0
+E_PIVOT = ALPHA_PIVOT
 F_MIN = 0.5  # lower bound of f in the calibration's transform (Sherpa's soft limit is 0.9)
 
 
-class SourceModel:
+class FitSpaceModel:
     """A model expression with named free parameters in fit space (log10 where ``log``).
 
     ``flux(theta, edges)``: theta (B, P) torch (fit space) → (B, N) photons/cm²/s per bin,
@@ -103,7 +98,7 @@ class SourceModel:
 
 class _FluxFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, theta: torch.Tensor, model: SourceModel, edges: np.ndarray):
+    def forward(ctx, theta: torch.Tensor, model: FitSpaceModel, edges: np.ndarray):
         t = theta.detach().cpu().double().numpy()
         f0 = model.evaluate(t, edges)
         ctx.save_for_backward(theta)
@@ -126,26 +121,15 @@ class _FluxFunction(torch.autograd.Function):
         return torch.as_tensor(out, dtype=theta.dtype, device=theta.device), None, None
 
 
-def alpha_of_energy(energy: torch.Tensor, alpha0: torch.Tensor, alpha1: torch.Tensor) -> torch.Tensor:
-    """alpha(E) = clip(alpha0 + alpha1 ln(E / 2 keV), 0, 1); energy (K,), alphas (B,) → (B, K)."""
-    le = torch.log(energy.clamp_min(1e-3) / E_PIVOT)
-    return (alpha0[:, None] + alpha1[:, None] * le[None, :]).clamp(0.0, 1.0)
-
-
-def _fft_length(n: int) -> int:
-    """Smallest 2^a or 3·2^a at least n."""
-    best = 1 << max(0, (n - 1).bit_length())
-    m = 3 << max(0, math.ceil(math.log2(max(n / 3, 1))))
-    return min(best, m if m >= n else m * 2)
-
-
 class EnergyDavis:
-    """Davis pileup with alpha(E) and an efficiency, bound to a response, grid and channels.
+    """The Davis kernel with alpha(E) and an efficiency, bound to a response and channels.
 
+    A thin binding of :meth:`simxray.instrument.pileup.Pileup.kernel_counts` (the one
+    pileup implementation; exact p!) that fixes ``ftime``, ``fracexp``, ``n``, ``g0`` and
+    ``nterms`` per instance (Sherpa's defaults but the frame time) and selects channels.
     ``counts(flux, phi)``: flux (B, K) on :attr:`source_edges` (torch float64), phi a dict
     of (B,) tensors with ``alpha0, alpha1, f, eff`` → expected counts (B, C_sel) in the
-    selected channels (differentiable).  ``ftime``, ``fracexp``, ``n``, ``g0`` are fixed per
-    instance (Sherpa's defaults but the frame time).
+    selected channels (differentiable).
     """
 
     def __init__(self, response: Response, channels: slice | None = None, *, grid: str | None = None,
@@ -164,13 +148,7 @@ class EnergyDavis:
         self.K = self.pileup.source_edges.size - 1
         self.K_out = int(self.pileup.n_out)
         self._arf = torch.as_tensor(self.pileup.arf[: self.K], dtype=torch.float64)
-        e = self.grid.energies[: self.K_out]
-        self._energy = torch.as_tensor(e, dtype=torch.float64)
-        R = response.matrix[:, self.slice].toarray()
-        self._rmf = torch.as_tensor(R, dtype=torch.float64)
-        self.N = _fft_length(2 * self.K_out)
-        log_eps = -16.0 * math.log(10.0) / (1.0 + self.K_out / self.N)
-        self._tilt = torch.exp(torch.arange(self.K_out, dtype=torch.float64) * (log_eps / self.N))
+        self._rmf = torch.as_tensor(response.matrix[:, self.slice].toarray(), dtype=torch.float64)
 
     @property
     def source_edges(self) -> np.ndarray:
@@ -186,49 +164,11 @@ class EnergyDavis:
         B = flux.shape[0]
         alpha0, alpha1, f, eff = (torch.as_tensor(phi[k], dtype=torch.float64).reshape(-1).expand(B)
                                   for k in PHI_NAMES)
-        a0 = torch.clamp(flux[:, : self.K] * self._arf, min=0.0)  # photons/s per kernel bin
-        S0 = a0.sum(-1)
-        psf = f / self.n / self.fracexp
-        L = S0 * self.ftime * psf
-        has = L > 0
-        Ls = torch.where(has, L, torch.ones_like(L))
-        S0s = torch.where(has, S0, torch.ones_like(S0))
-        # Sherpa's stopping rule on the Poisson mass, with exact p!
-        P = self.nterms
-        p = torch.arange(2, MAX_NUM_TERMS + 1, dtype=torch.float64)
-        logfac = torch.lgamma(p + 1.0)
-        lognorm = p[None, :] * torch.log(Ls)[:, None] - logfac[None, :]  # ln(L^p / p!)
-        mass = torch.exp(-L)[:, None] * (1.0 + L[:, None] + torch.cumsum(torch.exp(lognorm), 1))
-        stop = (mass > PROBABILITY_CUTOFF).detach()
-        before = (torch.cumsum(stop.long(), 1) - stop.long()) > 0
-        include = (p[None, :] <= P) & ~before & has[:, None]
-        n_coef = int(include.sum(1).max()) if B else 0
-        frames = self.response.exposure / self.ftime
-        scale = frames * self.n * self.fracexp * torch.exp(-L / self.g0)
-        w1 = scale * self.ftime * psf + (1.0 - f) * frames * self.ftime
-        a_out = a0[:, : self.K_out]
-        counts = a_out * w1[:, None]
-        alpha_e = alpha_of_energy(self._energy, alpha0, alpha1)  # (B, K_out)
-        piled_sum = torch.zeros_like(L)
-        if n_coef > 0:
-            ahat = a_out / S0s[:, None]
-            F = torch.fft.rfft(ahat * self._tilt, n=self.N)
-            Fp = F
-            series = torch.zeros_like(a_out)
-            log_alpha = torch.log(alpha_e.clamp_min(1e-300))
-            for j in range(n_coef):  # pile size p = j + 2
-                Fp = Fp * F
-                conv = torch.fft.irfft(Fp, n=self.N)[:, : self.K_out] / self._tilt
-                coef = torch.where(include[:, j], torch.exp(lognorm[:, j]), torch.zeros_like(L))
-                weight = torch.exp((j + 1) * log_alpha) if j else alpha_e  # alpha(E)^(p-1)
-                series = series + coef[:, None] * weight * conv
-                # mean of alpha(E)^(p-1) over the pile's energies (exact alpha^(p-1) when constant)
-                mass_p = conv.sum(-1)
-                mean_w = (weight * conv).sum(-1) / torch.where(mass_p > 0, mass_p, torch.ones_like(mass_p))
-                piled_sum = piled_sum + coef * mean_w
-            counts = counts + scale[:, None] * series
-        frac = torch.where(has, piled_sum / (Ls + piled_sum), torch.zeros_like(L))
-        return counts * eff[:, None], frac
+        fixed = {"g0": self.g0, "n": self.n, "ftime": self.ftime, "fracexp": self.fracexp}
+        t = {k: torch.full((B,), v, dtype=torch.float64) for k, v in fixed.items()}
+        t.update(alpha=alpha0, f=f, nterms=torch.full((B,), self.nterms, dtype=torch.int64))
+        out = self.pileup.kernel_counts(flux, t, alpha_slope=alpha1, efficiency=eff, factorial="exact")
+        return out.counts, out.fraction
 
     def counts(self, flux: torch.Tensor, phi: dict[str, torch.Tensor]) -> torch.Tensor:
         """Expected counts (B, C_sel) in the selected channels."""
@@ -255,3 +195,10 @@ def phi_tensors(phi: dict[str, float | np.ndarray], batch: int) -> dict[str, tor
         t = torch.as_tensor(np.asarray(phi[k], float), dtype=torch.float64).reshape(-1)
         out[k] = t.expand(batch) if t.numel() == 1 else t
     return out
+
+
+#: the former name of :class:`FitSpaceModel` (``simxray.models.Model`` is the core model)
+SourceModel = FitSpaceModel
+
+__all__ = ["E_PIVOT", "F_MIN", "PHI_NAMES", "EnergyDavis", "FitSpaceModel", "SourceModel",
+           "alpha_of_energy", "phi_tensors"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SimxrayError
-from .forward import SourceModel
+from .forward import FitSpaceModel
 from .pairs import GratingArm
 
 PRIOR_SD = 3.0  # weak Gaussian prior (fit space) around the start values
@@ -52,7 +52,7 @@ class GratingPosterior:
                 "n_channels": self.n_channels, "counts": self.counts, "method": self.method}
 
 
-def _expected(arms: list[GratingArm], source: SourceModel, theta: np.ndarray) -> list[np.ndarray]:
+def _expected(arms: list[GratingArm], source: FitSpaceModel, theta: np.ndarray) -> list[np.ndarray]:
     return [arm.fold(source.evaluate(theta, arm.edges)) for arm in arms]
 
 
@@ -65,7 +65,7 @@ def _nll(arms, source, theta: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit_gratings(arms: list[GratingArm], source: SourceModel, start: np.ndarray, *,
+def fit_gratings(arms: list[GratingArm], source: FitSpaceModel, start: np.ndarray, *,
                  method: str = "laplace", n_samples: int = 2000,
                  rng: np.random.Generator | None = None, name: str = "gratings") -> GratingPosterior:
     """Joint Poisson fit of the arms → :class:`GratingPosterior` (see module doc)."""

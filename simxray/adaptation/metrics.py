@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .forward import EnergyDavis, SourceModel, phi_tensors
+from .forward import EnergyDavis, FitSpaceModel, phi_tensors
 
 LEVELS = np.array([0.5, 0.68, 0.8, 0.9, 0.95])
 
@@ -75,7 +75,7 @@ def misspecification(z_obs: np.ndarray, z_sim: np.ndarray, n_shuffle: int = 200,
             "n_obs": int(len(z_obs)), "n_sim": int(min(1000, len(z_sim)))}
 
 
-def ml_fit(davis: EnergyDavis, source: SourceModel, x: np.ndarray, theta0: np.ndarray, phi: dict,
+def ml_fit(davis: EnergyDavis, source: FitSpaceModel, x: np.ndarray, theta0: np.ndarray, phi: dict,
            fit_alpha: bool = False, max_iter: int = 150) -> dict:
     """Batched Poisson ML of θ (fit space) [+ logit alpha0] for spectra x (B, C).
 

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError, SimxrayError
 from ..io.tomlfile import read_toml
-from .forward import SourceModel
+from .forward import FitSpaceModel
 
 DEFAULTS: dict[str, Any] = {
     "grating_energy_range": [0.8, 7.0],
@@ -131,7 +131,7 @@ class PairsConfig:
     """A parsed PAIRS.toml: the source model, the pairs and the settings."""
 
     path: str | None
-    source: SourceModel
+    source: FitSpaceModel
     start: dict[str, float]
     pairs: list[Pair]
     pileup_grid: str
@@ -152,8 +152,8 @@ def _range(v, path, fld) -> tuple[float, float]:
     return lo, hi
 
 
-def source_from_table(tab: dict, path=None) -> tuple[SourceModel, dict[str, float]]:
-    """The ``[model]`` table → (SourceModel, start values)."""
+def source_from_table(tab: dict, path=None) -> tuple[FitSpaceModel, dict[str, float]]:
+    """The ``[model]`` table → (FitSpaceModel, start values)."""
     if not isinstance(tab, dict) or "expression" not in tab:
         raise ConfigError("missing; expected [model] with expression, free, log, start",
                           path=path, field="model.expression")
@@ -166,7 +166,7 @@ def source_from_table(tab: dict, path=None) -> tuple[SourceModel, dict[str, floa
 
         expr = str(tab["expression"])
         free = list(tab.get("free") or Model(expr).short_names)
-        src = SourceModel(expr, free, list(tab.get("log", [])), dict(tab.get("fixed", {})))
+        src = FitSpaceModel(expr, free, list(tab.get("log", [])), dict(tab.get("fixed", {})))
     except SimxrayError as exc:
         raise ConfigError(str(exc), path=path, field="model") from None
     start = {str(k): float(v) for k, v in dict(tab.get("start", {})).items()}

@@ -12,7 +12,7 @@
 6. neural emulators (θ → expected piled counts) of the Davis and of the adapted simulator,
    the latter with the calibrated nuisances as extra inputs (:mod:`.emulate`), for emcee.
 
-:func:`write_outputs` saves calibration.json, correction.{safetensors,json},
+:func:`write_outputs` saves calibration.json, correction/ (a model directory),
 npe_davis/ and npe_adapted/ (``simxray.inference.saving`` posteriors), emulator_davis/
 and emulator_adapted/ (:class:`simxray.inference.emulator.Emulator` directories) and
 summary.json.
@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
 from .calibrate import Calibration, calibrate, grating_posteriors, group_pairs
 from .correction import ResidualCorrection, train_correction
-from .forward import SourceModel, phi_tensors
+from .forward import FitSpaceModel, phi_tensors
 from .grating import GratingPosterior
 from .metrics import misspecification
 from .pairs import Pair
@@ -51,7 +50,7 @@ class AdaptResult:
     summary: dict = field(default_factory=dict)
 
 
-def adapt(pairs: list[Pair], source: SourceModel, start: np.ndarray, *, grid: str | None = "1024",
+def adapt(pairs: list[Pair], source: FitSpaceModel, start: np.ndarray, *, grid: str | None = "1024",
           alpha_model: str = "loglinear", box: PriorBox | None = None, n_sims: int = 4000,
           npe: bool = True, correction_steps: int = 200, npe_epochs: int = 150,
           npe_minutes: float = 4.0, finetune_epochs: int | None = None, seed: int = 0,
@@ -186,11 +185,6 @@ def write_outputs(out_dir: str | os.PathLike, res: AdaptResult, extra: dict | No
         emu.save(out / name)
     write_json(out / "summary.json", {**res.summary, "provenance": prov})
     return out
-
-
-def torch_threads(n: int = 1) -> None:
-    """Keep torch frugal (shared machines)."""
-    torch.set_num_threads(n)
 
 
 __all__ = ["adapt", "AdaptResult", "write_outputs", "misspecification_scores", "train_emulators"]

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..simulator.prior import Dist, Prior
 from .calibrate import Calibration
 from .correction import ResidualCorrection, incident_features
-from .forward import EnergyDavis, SourceModel, phi_tensors
+from .forward import EnergyDavis, FitSpaceModel, phi_tensors
 
 DAVIS_DEFAULT_PHI = {"alpha0": 0.5, "alpha1": 0.0, "f": 0.95, "eff": 1.0}
 NPE_SETTINGS = {"embedding": {"type": "mlp", "transform": "anscombe", "features": 16, "hidden": 64,
@@ -36,7 +37,12 @@ NPE_SETTINGS = {"embedding": {"type": "mlp", "transform": "anscombe", "features"
 
 @dataclass
 class PriorBox:
-    """Uniform prior in fit space: ``low``/``high`` (P,) (log10 where ``log``)."""
+    """Uniform prior in fit space: ``low``/``high`` (P,) (log10 where ``log``).
+
+    A view of the core :class:`simxray.simulator.prior.Prior`: :attr:`prior` is the same
+    box as a uniform core prior over the fit-space coordinates (it draws the samples),
+    :meth:`natural_prior` the log-uniform one over the natural parameter values.
+    """
 
     names: list[str]
     low: np.ndarray
@@ -49,8 +55,21 @@ class PriorBox:
         if not np.all(self.high > self.low):
             raise ConfigError("expected low < high for every parameter", field="prior")
 
+    @property
+    def prior(self) -> Prior:
+        """The box as a core prior: uniform in the fit-space coordinates."""
+        return Prior(Dist(n, "uniform", low=float(a), high=float(b))
+                     for n, a, b in zip(self.names, self.low, self.high, strict=True))
+
+    def natural_prior(self) -> Prior:
+        """The box as a core prior over natural values (log-uniform where ``log``)."""
+        lo, hi = self.natural_bounds()
+        return Prior(Dist(n, "loguniform" if lg else "uniform", low=float(a), high=float(b))
+                     for n, lg, a, b in zip(self.names, self.log, lo, hi, strict=True))
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self.low + (self.high - self.low) * rng.random((n, len(self.names)))
+        """n fit-space draws (n, P) from :attr:`prior`."""
+        return self.prior.sample(n, rng)
 
     def natural_bounds(self) -> tuple[list[float], list[float]]:
         lo = np.where(self.log, 10.0 ** self.low, self.low)
@@ -69,7 +88,7 @@ class PriorBox:
                 "log10": self.log.tolist()}
 
     @classmethod
-    def around(cls, source: SourceModel, centres: np.ndarray, sds: np.ndarray, widen: float = 3.0) -> PriorBox:
+    def around(cls, source: FitSpaceModel, centres: np.ndarray, sds: np.ndarray, widen: float = 3.0) -> PriorBox:
         """Box covering fit-space ``centres`` (N, P) ± ``widen`` × ``sds`` (N, P), at least ± 0.1,
         inside the model's hard limits.  A pair whose grating fit barely constrains a
         parameter does not blow the box up: each sd is capped at 5 × the pairs' median sd."""
@@ -90,7 +109,7 @@ class PriorBox:
 class PileupSimulator:
     """Piled spectra (selected channels) for fit-space θ under a nuisance prescription."""
 
-    def __init__(self, davis: EnergyDavis, source: SourceModel, mode: str = "davis", *,
+    def __init__(self, davis: EnergyDavis, source: FitSpaceModel, mode: str = "davis", *,
                  phi: dict | None = None, calibration: Calibration | None = None,
                  correction: ResidualCorrection | None = None):
         if mode not in ("davis", "calibrated", "adapted"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .forward import SourceModel
+from .forward import FitSpaceModel
 from .pairs import GratingArm, Pair, grating_arm, write_grating_pha
 
 ARMS_3C120 = ("heg_-1", "heg_1", "meg_-1", "meg_1")
@@ -24,9 +24,9 @@ ABSORBED_POWERLAW = {"expression": "tbabs*powerlaw", "free": ["nH", "PhoIndex", 
                      "log": ["nH", "norm"]}
 
 
-def absorbed_powerlaw() -> SourceModel:
+def absorbed_powerlaw() -> FitSpaceModel:
     """tbabs*powerlaw with nH and norm fitted in log10."""
-    return SourceModel(ABSORBED_POWERLAW["expression"], ABSORBED_POWERLAW["free"],
+    return FitSpaceModel(ABSORBED_POWERLAW["expression"], ABSORBED_POWERLAW["free"],
                        ABSORBED_POWERLAW["log"])
 
 
@@ -44,7 +44,7 @@ def grating_files(chandra_dir: str | os.PathLike) -> list[Path]:
 class SyntheticSetup:
     """Everything needed to draw synthetic pairs."""
 
-    source: SourceModel
+    source: FitSpaceModel
     arms: list[GratingArm]             # templates (real 3C 120 responses and counts)
     grating_files: list[Path]
     piled_response: object             # simxray Response (ACIS imaging)

@@ -12,6 +12,11 @@ misspecification score before/after and the emulators' accuracy) to DIR.
 from __future__ import annotations
 
 import argparse
+import logging
+
+from ._common import add_overwrite, show_progress
+
+LOG = logging.getLogger("simxray.cli.adapt")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="alpha energy dependence (default %(default)s)")
     p.add_argument("--grid", default=None, help="Davis kernel grid: 'sherpa', N or N:EMAX "
                                                 "(default: the file's pileup_grid)")
-    p.add_argument("--n-sims", type=int, default=4000, help="NPE training simulations (default %(default)s)")
+    p.add_argument("--n", "--n-sims", dest="n_sims", type=int, default=4000,
+                   help="NPE training simulations (default %(default)s; --n-sims is a deprecated alias)")
     p.add_argument("--epochs", type=int, default=150, help="largest number of NPE epochs (default %(default)s)")
     p.add_argument("--max-minutes", type=float, default=4.0, help="NPE training time limit per network, min")
     p.add_argument("--correction-steps", type=int, default=200, help="residual-correction optimiser steps")
@@ -39,23 +45,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--emulator-minutes", type=float, default=2.5,
                    help="emulator training time limit per network, min (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_overwrite(p, "an earlier output folder DIR")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from ..adaptation.pairs import load_pairs
     from ..adaptation.pipeline import adapt, write_outputs
     from ..errors import ConfigError
+    from ..io.outputs import check_output
     from ..provenance import sha256
 
-    for name in ("n_sims", "epochs", "correction_steps", "threads"):
+    for name in ("n_sims", "epochs", "correction_steps"):
         if getattr(args, name) < 1:
             raise ConfigError(f"expected a positive integer, got {getattr(args, name)}",
                               field="--" + name.replace("_", "-"))
@@ -63,18 +66,19 @@ def run(args: argparse.Namespace) -> int:
         if not getattr(args, name) > 0:
             raise ConfigError(f"expected a positive number of minutes, got {getattr(args, name)}",
                               field="--" + name.replace("_", "-"))
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
-        raise ConfigError("exists and is not an empty folder; expected a new folder (use --overwrite)", path=out)
-    torch.set_num_threads(args.threads)
+    out = check_output(args.out, kind="dir", overwrite=args.overwrite, inputs=[args.pairs])
     cfg = load_pairs(args.pairs)
     grid = args.grid or cfg.pileup_grid
-    log = (lambda *_: None) if args.quiet else print
+
+    def log(*parts) -> None:
+        LOG.info("%s", " ".join(str(x) for x in parts))
+
     res = adapt(cfg.pairs, cfg.source, cfg.start_theta(), grid=grid, alpha_model=args.alpha_model,
                 n_sims=args.n_sims, npe=not args.no_npe, correction_steps=args.correction_steps,
                 npe_epochs=args.epochs, npe_minutes=args.max_minutes, seed=args.seed,
                 emulators=not (args.no_npe or args.no_emulator),
-                emulator_settings={"max_minutes": args.emulator_minutes}, quiet=args.quiet, log=log)
+                emulator_settings={"max_minutes": args.emulator_minutes},
+                quiet=not show_progress(args), log=log)
     inputs = {"pairs": str(Path(args.pairs).resolve()), "pairs_sha256": sha256(args.pairs),
               "files": [p.files for p in cfg.pairs], "seed": args.seed, "grid": grid,
               "alpha_model": args.alpha_model, "n_sims": args.n_sims,

@@ -8,6 +8,11 @@ good-grade PHA spectrum (both with provenance) and prints the pileup summary.
 from __future__ import annotations
 
 import argparse
+import logging
+
+from ._common import add_overwrite
+
+LOG = logging.getLogger("simxray.cli.eventsim")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arf", help="ARF file (default: the spectrum's ANCRFILE)")
     p.add_argument("--rmf", help="RMF file (default: the spectrum's RESPFILE)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_overwrite(p, "existing --events / --pha files")
     p.set_defaults(func=run)
 
 
@@ -103,37 +107,40 @@ def simulate(spectrum: str, expr: str, params: dict, *, exposure=None, frame_tim
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..errors import SimxrayError
+    from ..errors import OutputError, SimxrayError
     from ..instrument.eventsim.output import write_events
     from ..io.ogip import write_pha
+    from ..io.outputs import atomic_file, check_output
     from ..models import parse_param_args
     from ..provenance import provenance
 
     if not args.events and not args.pha:
         raise SimxrayError("nothing to write; expected --events EV.fits and/or --pha PILED.pha",
                            field="--events")
+    inputs = [args.spectrum, args.arf, args.rmf]
     for opt, out in (("--events", args.events), ("--pha", args.pha)):
-        if out is None:
-            continue
-        if not Path(out).resolve().parent.is_dir():
-            raise SimxrayError("output folder does not exist", path=str(Path(out).parent), field=opt)
-        if Path(out).exists() and not args.overwrite:
-            raise SimxrayError("exists; pass --overwrite to replace it", path=out, field=opt)
+        if out is not None:
+            check_output(out, kind="file", overwrite=args.overwrite, inputs=inputs, field=opt)
+    if args.events and args.pha and Path(args.events).resolve() == Path(args.pha).resolve():
+        raise OutputError("is also --events; expected two different files", path=args.pha,
+                          field="--pha")
     params = parse_param_args(args.param)
     ev, spec, resp, cfg = simulate(args.spectrum, args.model, params, exposure=args.exposure,
                                    frame_time=args.frame_time, psf=args.psf, settings=args.settings,
                                    arf=args.arf, rmf=args.rmf, seed=args.seed)
-    inputs = {"spectrum": str(spec.path), "arf": str(spec.arf.path), "rmf": str(spec.rmf.path),
-              "model": args.model, "params": params, "exposure": resp.exposure, "seed": args.seed}
+    info = {"spectrum": str(spec.path), "arf": str(spec.arf.path), "rmf": str(spec.rmf.path),
+            "model": args.model, "params": params, "exposure": resp.exposure, "seed": args.seed}
     if args.events:
-        write_events(args.events, ev, overwrite=args.overwrite, extra={"inputs": inputs})
+        with atomic_file(args.events, overwrite=args.overwrite, field="--events") as tmp:
+            write_events(tmp, ev, overwrite=True, extra={"inputs": info})
     counts = ev.spectrum(resp.n_channels, offset=resp.offset)
     if args.pha:
-        write_pha(args.pha, counts, resp.exposure, respfile=str(Path(spec.rmf.path).resolve()),
-                  ancrfile=str(Path(spec.arf.path).resolve()), frame_time=cfg.frame_time,
-                  channel=resp.channel, overwrite=args.overwrite,
-                  header={"OBJECT": "simxray eventsim", "CREATOR": "simxray eventsim"},
-                  provenance=provenance(command="eventsim", eventsim=cfg.to_dict(), **inputs))
+        with atomic_file(args.pha, overwrite=args.overwrite, field="--pha") as tmp:
+            write_pha(tmp, counts, resp.exposure, respfile=str(Path(spec.rmf.path).resolve()),
+                      ancrfile=str(Path(spec.arf.path).resolve()), frame_time=cfg.frame_time,
+                      channel=resp.channel, overwrite=True,
+                      header={"OBJECT": "simxray eventsim", "CREATOR": "simxray eventsim"},
+                      provenance=provenance(command="eventsim", eventsim=cfg.to_dict(), **info))
     if not args.quiet:
         written = " and ".join(str(x) for x in (args.events, args.pha) if x)
         print(f"{written}: {ev.n_photons} photons in {ev.n_frames} frames -> {int(ev.good.sum())} good "

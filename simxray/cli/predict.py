@@ -7,8 +7,12 @@ responses and exposure, optionally through the Davis pileup model.
 from __future__ import annotations
 
 import argparse
-import os
+import logging
 import sys
+
+from ._common import add_overwrite, reject_ignored
+
+LOG = logging.getLogger("simxray.cli.predict")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arf", help="ARF file (default: the spectrum's ANCRFILE)")
     p.add_argument("--rmf", help="RMF file (default: the spectrum's RESPFILE)")
     p.add_argument("--out", metavar="FILE.csv", help="CSV to write (default: standard output)")
+    add_overwrite(p, "an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -74,16 +79,17 @@ def predict(spectrum: str, expr: str, params: dict, pileup: dict | None, *, fram
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import numpy as np
 
-    from ..errors import SimxrayError
+    from ..io.outputs import atomic_file, check_output
     from ..models import parse_param_args
-    from ..provenance import atomic_path, provenance
+    from ..provenance import provenance
 
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise SimxrayError("output folder does not exist", path=str(Path(args.out).parent), field="--out")
+    if args.pileup is None:
+        reject_ignored(args, "without --pileup", {"--pileup-grid": args.pileup_grid})
+    inputs = [args.spectrum, args.arf, args.rmf]
+    if args.out:
+        check_output(args.out, kind="file", overwrite=args.overwrite, inputs=inputs)
     params = parse_param_args(args.param)
     pile = parse_param_args([args.pileup]) if args.pileup is not None else None
     sim, spec, mu, frac, pp = predict(args.spectrum, args.model, params, pile,
@@ -103,16 +109,11 @@ def run(args: argparse.Namespace) -> int:
     summary = (f"total {mu.sum():.6g} counts in {r.n_channels} channels; "
                f"pileup fraction {frac:.4g}" + ("" if pp is None else f" (frame time {pp['ftime']:g} s)"))
     if args.out:
-        tmp = atomic_path(args.out)
-        try:
+        with atomic_file(args.out, overwrite=args.overwrite, inputs=inputs) as tmp:
             np.savetxt(tmp, rows, delimiter=",", header=header, comments="# ", fmt=fmt)
-            os.replace(tmp, args.out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         print(f"{args.out}: {summary}")
     else:
         np.savetxt(sys.stdout, rows, delimiter=",", header="channel,e_min,e_max,counts", comments="",
                    fmt=fmt)
-        print(summary, file=sys.stderr)
+        LOG.info("%s", summary)
     return 0

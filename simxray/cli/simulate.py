@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+
+from ._common import add_overwrite, show_progress
+
+LOG = logging.getLogger("simxray.cli.simulate")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,16 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "pileup, response) and Poisson counts, and write them in chunks to an HDF5 "
                     "dataset with the config, response checksums, version, commit and seed. "
                     "An interrupted run continues when the same command is rerun; the same seed "
-                    "gives the same dataset for any --workers or --scheduler.")
-    p.add_argument("config", metavar="CONFIG.toml", help="simulation config (e.g. simulations/acis_default.toml)")
+                    "gives the same dataset for any --workers or --scheduler. One process writes "
+                    "a dataset at a time: a second one is refused with the first one's PID.")
+    p.add_argument("config", metavar="CONFIG.toml",
+                   help="simulation config (e.g. simulations/acis_default.toml)")
     p.add_argument("--n", type=int, required=True, help="number of spectra")
-    p.add_argument("--out", required=True, metavar="DATASET.h5", help="HDF5 dataset to write (or continue)")
+    p.add_argument("--out", required=True, metavar="DATASET.h5",
+                   help="HDF5 dataset to write (or to continue, when made with the same arguments)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes (default %(default)s)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)")
-    p.add_argument("--chunk-size", type=int, help="spectra per chunk (default: the config's, 256)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--chunk-size", type=int,
+                   help="spectra per chunk (default: the config's simulation.chunk_size, 256)")
+    add_overwrite(p, "a dataset at --out instead of continuing it (start afresh)")
     p.set_defaults(func=run)
 
 
@@ -35,11 +44,12 @@ def run(args: argparse.Namespace) -> int:
             "--seed", str(args.seed)]
     try:
         res = run_campaign(cfg, args.n, args.out, seed=args.seed, workers=args.workers,
-                           scheduler=args.scheduler, chunk_size=args.chunk_size, quiet=args.quiet,
-                           argv=argv)
+                           scheduler=args.scheduler, chunk_size=args.chunk_size,
+                           quiet=bool(args.quiet), progress=show_progress(args), argv=argv,
+                           overwrite=args.overwrite, inputs=[args.config])
     except KeyboardInterrupt:
-        print(f"simxray simulate: stopped; {args.out} holds the chunks finished so far. "
-              "Rerun the same command to continue.", file=sys.stderr)
+        LOG.warning("stopped; %s holds the chunks finished so far. Rerun the same command to "
+                    "continue.", args.out)
         raise
     if res["new"] == 0:
         print(f"{res['path']}: already complete ({res['n']} spectra)")

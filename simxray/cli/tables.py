@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from ._common import add_overwrite
+
 BUILDERS = ("simxray.cli.tables_relativistic", "simxray.cli.tables_reflection")
 
 
@@ -24,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Convert an OGIP XSPEC table model (FITS) to simxray's chunked HDF5 "
                                     "layout, readable anywhere as table:OUT.h5.")
     c.add_argument("input", help="XSPEC table model (FITS)")
-    c.add_argument("output", help="HDF5 file to write")
-    c.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    c.add_argument("output", help="HDF5 file to write (not the input)")
+    add_overwrite(c, "OUTPUT if it exists")
     c.set_defaults(func=run_convert)
 
     i = tsub.add_parser("info", help="print a table model's parameters and grids",
@@ -47,8 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from ..io.outputs import check_output
     from ..io.table_model import convert_to_hdf5, read_table
 
+    check_output(args.output, kind="file", overwrite=args.overwrite, inputs=[args.input],
+                 field="OUTPUT")
     out = convert_to_hdf5(args.input, args.output, overwrite=args.overwrite)
     t = read_table(out, in_memory=False)
     print(f"wrote {out}: {t.n_spectra} spectra x {t.n_energies} bins, parameters "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_overwrite
+
 
 def add_build_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,16 +20,24 @@ def add_build_parser(sub: argparse._SubParsersAction) -> None:
                    "(default %(default)s, as the shipped table)")
     p.add_argument("--seed", type=int, default=20251, help="random seed (default %(default)s)")
     p.add_argument("--cache", help="directory keeping per-A_Fe Green's functions (resume)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_overwrite(p, "existing OUTPUT / --fits files")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ParameterError
+    from ..io.outputs import check_output
     from ..physics.reflection.montecarlo import build_table
 
     if args.photons < 1:
         raise ParameterError(f"expected a positive integer, got {args.photons}", field="--photons")
+    check_output(args.output, kind="file", overwrite=args.overwrite, field="OUTPUT",
+                 allow_package=True)
+    if args.fits:
+        check_output(args.fits, kind="file", overwrite=args.overwrite, field="--fits",
+                     allow_package=True)
+    if args.cache:
+        check_output(args.cache, kind="dir", overwrite=True, field="--cache")
     out = build_table(args.output, photons_per_bin=args.photons, seed=args.seed, fits_out=args.fits,
                       overwrite=args.overwrite, cache_dir=args.cache,
                       progress=lambda msg: None)

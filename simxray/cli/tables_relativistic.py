@@ -10,16 +10,23 @@ CPU; ``--workers`` processes).
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
-DEFAULTS = {"n_spin": 20, "n_mu": 16, "n_r": 48, "n_chi": 41, "n_psi": 512, "n_rho": 480, "mantissa_bits": 10}
+from ._common import add_overwrite
+
+LOG = logging.getLogger("simxray.cli.tables")
+
+DEFAULTS = {"n_spin": 20, "n_mu": 22, "n_r": 48, "n_chi": 41, "n_psi": 512, "n_rho": 480, "mantissa_bits": 10}
 
 
 def add_build_parser(tsub: argparse._SubParsersAction) -> None:
     """Add ``build-relativistic`` to the ``simxray tables`` sub-commands."""
     b = tsub.add_parser("build-relativistic", help="build the Kerr transfer-function table (relline)",
                         description=__doc__.split("\n\n")[1].replace("\n", " "))
-    b.add_argument("--out", default=None, help="HDF5 file to write (default: the shipped table)")
+    b.add_argument("--out", required=True, metavar="FILE.h5",
+                   help="HDF5 file to write (to regenerate the shipped table: "
+                        "--out simxray/data/relativity_transfer.h5 --overwrite)")
     b.add_argument("--n-spin", type=int, default=DEFAULTS["n_spin"], help="spins in [-0.998, 0.998] (%(default)s)")
     b.add_argument("--n-mu", type=int, default=DEFAULTS["n_mu"], help="cos(i) values, 3-87 deg (%(default)s)")
     b.add_argument("--n-r", type=int, default=DEFAULTS["n_r"], help="radii, ISCO to 1000 rg (%(default)s)")
@@ -29,21 +36,22 @@ def add_build_parser(tsub: argparse._SubParsersAction) -> None:
     b.add_argument("--mantissa-bits", type=int, default=DEFAULTS["mantissa_bits"],
                    help="float32 mantissa bits kept (compression; %(default)s)")
     b.add_argument("--workers", type=int, default=1, help="processes (default %(default)s)")
-    b.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_overwrite(b, "--out if it exists")
     b.set_defaults(func=run_build)
 
 
-def build(out, n_spin=20, n_mu=16, n_r=48, n_chi=41, n_psi=512, n_rho=480, mantissa_bits=10, workers=1,
-          overwrite=False, log=print):
+def build(out, n_spin=20, n_mu=22, n_r=48, n_chi=41, n_psi=512, n_rho=480, mantissa_bits=10, workers=1,
+          overwrite=False, log=LOG.info):
     """Build and write the table; returns the path."""
     from pathlib import Path
 
     from ..errors import ParameterError
+    from ..io.outputs import check_output
     from ..physics.relativity import transfer
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise ParameterError("exists; use --overwrite to replace it", field=str(out))
+    if Path(out).exists() and not overwrite:
+        raise ParameterError("exists; pass --overwrite to replace it", path=str(out), field="--out")
+    out = check_output(out, kind="file", overwrite=True, allow_package=True)
     for name, v, lo in (("--n-spin", n_spin, 2), ("--n-mu", n_mu, 2), ("--n-r", n_r, 4), ("--n-chi", n_chi, 5),
                         ("--n-psi", n_psi, 64), ("--n-rho", n_rho, 64), ("--workers", workers, 1)):
         if v < lo:
@@ -66,8 +74,6 @@ def build(out, n_spin=20, n_mu=16, n_r=48, n_chi=41, n_psi=512, n_rho=480, manti
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..physics.relativity.transfer import DEFAULT_TABLE
-
-    build(args.out or DEFAULT_TABLE, n_spin=args.n_spin, n_mu=args.n_mu, n_r=args.n_r, n_chi=args.n_chi, n_psi=args.n_psi,
+    build(args.out, n_spin=args.n_spin, n_mu=args.n_mu, n_r=args.n_r, n_chi=args.n_chi, n_psi=args.n_psi,
           n_rho=args.n_rho, mantissa_bits=args.mantissa_bits, workers=args.workers, overwrite=args.overwrite)
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_overwrite, positive, show_progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -11,11 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train an MLP that maps parameters (source and pileup) to expected counts per "
                     "channel (target 'counts'), or the model parameters to the source spectrum on "
                     "the pileup grid with the exact pileup and response applied after it (target "
-                    "'source'), on a dataset from 'simxray simulate'. Writes weights.safetensors, "
-                    "config.json (prior, parameter names and training ranges, response identity "
-                    "and checksums, channels, versions) and training.json to --out; no pickles.")
+                    "'source'), on the finished rows of a dataset from 'simxray simulate'. Writes "
+                    "weights.safetensors, config.json (prior, parameter names and training "
+                    "ranges, response identity and checksums, channels, versions) and "
+                    "training.json to --out; no pickles.")
     p.add_argument("dataset", help="HDF5 dataset written by 'simxray simulate'")
-    p.add_argument("--out", required=True, help="emulator directory to write")
+    p.add_argument("--out", required=True, metavar="DIR", help="emulator directory to write")
     p.add_argument("--config", help="TOML with an [emulator] table of settings (see "
                                     "training/emulator_default.toml)")
     p.add_argument("--target", choices=("counts", "source"), help="what the network predicts")
@@ -25,11 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-basis", type=int, help="principal components of log mu (0: none)")
     p.add_argument("--batch-size", type=int, help="spectra per optimiser step")
     p.add_argument("--max-minutes", type=float, help="stop after this much training time")
-    p.add_argument("--n-train", type=int, help="use only the first N spectra of the dataset")
+    p.add_argument("--n", "--n-train", dest="n_train", type=int,
+                   help="use only the first N spectra of the dataset (--n-train is a deprecated "
+                        "alias)")
     p.add_argument("--seed", type=int, help="training seed")
-    p.add_argument("--overwrite", action="store_true", help="replace an emulator in --out")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite(p, "an emulator in --out")
     p.set_defaults(func=run)
 
 
@@ -49,14 +52,20 @@ def load_settings(path: str | None) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference.emulator import train_emulator
+    from ..io.outputs import check_output
+    from ..simulator.campaign import dataset_rows
 
+    positive(args, "epochs", "hidden", "layers", "batch_size", "n_train")
+    positive(args, "max_minutes", kind="number")
+    check_output(args.out, kind="dir", overwrite=True, inputs=[args.dataset, args.config])
+    dataset_rows(args.dataset, min_rows=20)          # finished rows only; warns when unfinished
     settings = load_settings(args.config)
     for key in ("target", "epochs", "hidden", "layers", "n_basis", "batch_size", "max_minutes",
                 "n_train", "seed"):
         v = getattr(args, key)
         if v is not None:
             settings[key] = v
-    emu = train_emulator(args.dataset, args.out, settings=settings, quiet=args.quiet,
+    emu = train_emulator(args.dataset, args.out, settings=settings, quiet=not show_progress(args),
                          threads=args.threads, overwrite=args.overwrite)
     t = emu.config["training"]
     v = t.get("validation_accuracy") or {}

@@ -20,7 +20,14 @@ Documented handling of awkward files:
 * unsorted times: events are sorted (stably) and ``meta["sorted_on_read"]`` is set;
 * events outside the GTIs are dropped (``meta["n_outside_gti"]`` counts them);
 * zero events: a valid, empty :class:`EventList` (the PPAD encoder refuses it
-  with a clear error, since a rate shape cannot be estimated from no events).
+  with a clear error, since a rate shape cannot be estimated from no events);
+* truncated or corrupt files: the headers are walked first
+  (:func:`simxray.events.realfile.fits_problem`), so a cut file is reported as truncated
+  (one-line :class:`~simxray.errors.FileFormatError`) before astropy reads its data.
+
+Real Chandra files with a source to extract (sky regions, background, grating orders,
+per-CCD GTIs, an RMF for PI-only files) are read by
+:func:`simxray.events.realfile.read_observation`.
 """
 
 from __future__ import annotations
@@ -165,73 +172,80 @@ def read_events(path: str | os.PathLike, *, missing_gti: str = "error") -> Event
     ``missing_gti``: ``"error"`` (default) or ``"header"`` (use TSTART/TSTOP when the file
     has no GTI extension).
     """
-    from astropy.io import fits
+    from .realfile import open_fits_checked
 
     path = Path(path)
-    if not path.is_file():
-        raise FileFormatError("file not found", path=path)
+    hdul = open_fits_checked(path)
     try:
-        hdul = fits.open(path, memmap=False)
-    except (OSError, ValueError) as exc:
-        raise FileFormatError(f"not a readable FITS file ({exc})", path=path) from None
-    with hdul:
-        names = [h.name.upper() for h in hdul]
-        if "EVENTS" not in names:
-            raise FileFormatError(f"no EVENTS extension (found {', '.join(names)})", path=path, field="EVENTS")
-        ev = hdul["EVENTS"]
-        data, hdr = ev.data, ev.header
-        if data is None or len(data.columns) == 0:
-            raise FileFormatError("EVENTS extension has no table", path=path, field="EVENTS")
-        tcol = _column(data, ["TIME"])
-        if tcol is None:
-            raise FileFormatError("no TIME column", path=path, field="EVENTS.TIME")
-        time = np.asarray(data[tcol], dtype=np.float64)
-        ecol = _column(data, ["ENERGY"])
-        if ecol is not None:
-            unit = str(hdr.get(f"TUNIT{data.columns.names.index(ecol) + 1}", "eV")).strip().lower()
-            scale = 1.0 if unit == "kev" else 1e-3
-            energy = np.asarray(data[ecol], dtype=np.float64) * scale
-            energy_source = "ENERGY"
-        else:
-            pcol = _column(data, ["PI"])
-            if pcol is None:
-                raise FileFormatError("neither an ENERGY nor a PI column; cannot assign energy bands",
-                                      path=path, field="EVENTS.ENERGY")
-            energy = (np.asarray(data[pcol], dtype=np.float64) - 0.5) * ACIS_PI_KEV
-            energy_source = "PI"
-        ccd_col = _column(data, ["CCD_ID"])
-        ccd = int(np.bincount(np.asarray(data[ccd_col], dtype=np.int64)).argmax()) \
-            if ccd_col is not None and len(data) else None
-        gti_hdus = [h for h in hdul[1:] if h.name.upper() in ("GTI", "STDGTI")]
-        if ccd is not None:
-            matching = [h for h in gti_hdus if h.header.get("CCD_ID") == ccd]
-            if matching:
-                gti_hdus = matching
-        if gti_hdus:
-            rows = []
-            for h in gti_hdus:
-                scol, pcol_ = _column(h.data, ["START"]), _column(h.data, ["STOP"])
-                if scol is None or pcol_ is None:
-                    raise FileFormatError("GTI extension lacks START/STOP columns", path=path, field="GTI")
-                rows.append(np.column_stack([h.data[scol], h.data[pcol_]]).astype(np.float64))
-            gti = np.concatenate(rows) if rows else np.zeros((0, 2))
-            gti_source = "GTI"
-        elif missing_gti == "header":
-            if "TSTART" not in hdr or "TSTOP" not in hdr:
-                raise FileFormatError("no GTI extension and no TSTART/TSTOP keywords", path=path, field="GTI")
-            gti = np.array([[float(hdr["TSTART"]), float(hdr["TSTOP"])]])
-            gti_source = "TSTART/TSTOP"
-        else:
-            raise FileFormatError("no GTI extension (pass missing_gti='header' / --gti-from-header to "
-                                  "use TSTART-TSTOP)", path=path, field="GTI")
-        if "TIMEDEL" in hdr:
-            frame_time = float(hdr["TIMEDEL"])
-        elif "EXPTIME" in hdr:
-            frame_time = float(hdr["EXPTIME"]) + 0.04104
-        else:
-            frame_time = FRAME_TIME
-        meta = {"energy_source": energy_source, "gti_source": gti_source, "ccd_id": ccd,
-                "object": str(hdr.get("OBJECT", "")), "obs_id": str(hdr.get("OBS_ID", ""))}
+        with hdul:
+            return _read_events_hdul(hdul, path, missing_gti)
+    except FileFormatError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise FileFormatError(f"corrupt or unreadable event data ({type(exc).__name__}: {msg})",
+                              path=path) from None
+
+
+def _read_events_hdul(hdul, path: Path, missing_gti: str) -> EventList:
+    """The body of :func:`read_events` on an open HDUList."""
+    names = [h.name.upper() for h in hdul]
+    if "EVENTS" not in names:
+        raise FileFormatError(f"no EVENTS extension (found {', '.join(names)})", path=path, field="EVENTS")
+    ev = hdul["EVENTS"]
+    data, hdr = ev.data, ev.header
+    if data is None or len(data.columns) == 0:
+        raise FileFormatError("EVENTS extension has no table", path=path, field="EVENTS")
+    tcol = _column(data, ["TIME"])
+    if tcol is None:
+        raise FileFormatError("no TIME column", path=path, field="EVENTS.TIME")
+    time = np.asarray(data[tcol], dtype=np.float64)
+    ecol = _column(data, ["ENERGY"])
+    if ecol is not None:
+        unit = str(hdr.get(f"TUNIT{data.columns.names.index(ecol) + 1}", "eV")).strip().lower()
+        scale = 1.0 if unit == "kev" else 1e-3
+        energy = np.asarray(data[ecol], dtype=np.float64) * scale
+        energy_source = "ENERGY"
+    else:
+        pcol = _column(data, ["PI"])
+        if pcol is None:
+            raise FileFormatError("neither an ENERGY nor a PI column; cannot assign energy bands",
+                                  path=path, field="EVENTS.ENERGY")
+        energy = (np.asarray(data[pcol], dtype=np.float64) - 0.5) * ACIS_PI_KEV
+        energy_source = "PI"
+    ccd_col = _column(data, ["CCD_ID"])
+    ccd = int(np.bincount(np.asarray(data[ccd_col], dtype=np.int64)).argmax()) \
+        if ccd_col is not None and len(data) else None
+    gti_hdus = [h for h in hdul[1:] if h.name.upper() in ("GTI", "STDGTI")]
+    if ccd is not None:
+        matching = [h for h in gti_hdus if h.header.get("CCD_ID") == ccd]
+        if matching:
+            gti_hdus = matching
+    if gti_hdus:
+        rows = []
+        for h in gti_hdus:
+            scol, pcol_ = _column(h.data, ["START"]), _column(h.data, ["STOP"])
+            if scol is None or pcol_ is None:
+                raise FileFormatError("GTI extension lacks START/STOP columns", path=path, field="GTI")
+            rows.append(np.column_stack([h.data[scol], h.data[pcol_]]).astype(np.float64))
+        gti = np.concatenate(rows) if rows else np.zeros((0, 2))
+        gti_source = "GTI"
+    elif missing_gti == "header":
+        if "TSTART" not in hdr or "TSTOP" not in hdr:
+            raise FileFormatError("no GTI extension and no TSTART/TSTOP keywords", path=path, field="GTI")
+        gti = np.array([[float(hdr["TSTART"]), float(hdr["TSTOP"])]])
+        gti_source = "TSTART/TSTOP"
+    else:
+        raise FileFormatError("no GTI extension (pass missing_gti='header' / --gti-from-header to "
+                              "use TSTART-TSTOP)", path=path, field="GTI")
+    if "TIMEDEL" in hdr:
+        frame_time = float(hdr["TIMEDEL"])
+    elif "EXPTIME" in hdr:
+        frame_time = float(hdr["EXPTIME"]) + 0.04104
+    else:
+        frame_time = FRAME_TIME
+    meta = {"energy_source": energy_source, "gti_source": gti_source, "ccd_id": ccd,
+            "object": str(hdr.get("OBJECT", "")), "obs_id": str(hdr.get("OBS_ID", ""))}
     evl = EventList(time, energy, gti, frame_time, name=str(path), meta=meta)
     return evl.clean()
 

@@ -130,6 +130,36 @@ def tarp_numpy(samples: np.ndarray, truths: np.ndarray, rng: np.random.Generator
     return ecp, alpha
 
 
+def tarp(samples, thetas, references, num_bins: int | None = None, z_score: bool = True):
+    """TARP expected coverage probability (Lemos et al. 2023, arXiv:2302.03026), in torch.
+
+    samples (S, B, P) posterior draws for B simulations, thetas (B, P) their true values,
+    references (B, P) one reference point per simulation.  For each simulation the
+    credibility f_i is the fraction of draws closer (Euclidean distance, after scaling every
+    parameter to the truths' range when ``z_score``) to the reference than the truth is;
+    ECP(alpha) is the empirical CDF of f on ``num_bins`` (default B // 10) equal bins spanning
+    the observed range of f, with ECP = 0 prepended.  Returns (ecp, alpha), both
+    (num_bins + 1,).  Computed as sbi's ``run_tarp`` does (tested against it), so sbi's
+    ``check_tarp`` applies to the result.
+    """
+    import torch
+
+    s, t, r = (torch.as_tensor(v) for v in (samples, thetas, references))
+    if s.ndim != 3 or t.shape != s.shape[1:] or r.shape != t.shape:
+        raise ValueError(f"expected samples (S, B, P), thetas and references (B, P); got "
+                         f"{tuple(s.shape)}, {tuple(t.shape)}, {tuple(r.shape)}")
+    if z_score:
+        lo = t.min(dim=0, keepdim=True).values
+        width = t.max(dim=0, keepdim=True).values - lo + 1e-10
+        s, t, r = (s - lo) / width, (t - lo) / width, (r - lo) / width
+    d_draws = ((s - r[None]) ** 2).sum(-1).sqrt()            # (S, B)
+    d_truth = ((t - r) ** 2).sum(-1).sqrt()                   # (B,)
+    f = (d_draws < d_truth[None]).sum(0) / s.shape[0]
+    density, alpha = torch.histogram(f.cpu(), bins=int(num_bins or t.shape[0] // 10), density=True)
+    cdf = torch.cumsum(density, 0) / density.sum()
+    return torch.cat([cdf.new_zeros(1), cdf]), alpha
+
+
 # -- single-spectrum checks ----------------------------------------------------------------
 
 def ppc_cstat(counts: np.ndarray, mu: np.ndarray, rng: np.random.Generator,
@@ -171,7 +201,7 @@ def sbi_checks(ranks: np.ndarray, thetas: np.ndarray, samples: np.ndarray, n_sam
 
     Ranks are sbi's 'marginals' SBC ranks (number of posterior draws below the truth);
     ``check_sbc`` gives per-parameter KS p-values and C2ST of ranks, C2ST of prior vs
-    data-averaged posterior; TARP (``_run_tarp`` + ``check_tarp``) the joint expected
+    data-averaged posterior; TARP (:func:`tarp` + sbi's ``check_tarp``) the joint expected
     coverage.  Falls back to the numpy implementations where sbi is unavailable.
     """
     out: dict = {"backend": "numpy"}
@@ -181,7 +211,6 @@ def sbi_checks(ranks: np.ndarray, thetas: np.ndarray, samples: np.ndarray, n_sam
 
         import torch
         from sbi.diagnostics import check_sbc, check_tarp
-        from sbi.diagnostics.tarp import _run_tarp
     except ImportError:
         ecp, alpha = tarp_numpy(samples, thetas, rng)
         out.update(ecp=ecp, alpha=alpha)
@@ -199,7 +228,7 @@ def sbi_checks(ranks: np.ndarray, thetas: np.ndarray, samples: np.ndarray, n_sam
     with limit, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         chk = check_sbc(torch.as_tensor(ranks, dtype=torch.float32), t, s[0], n_samples)
-        ecp, alpha = _run_tarp(s, t, torch.as_tensor(ref, dtype=torch.float32), z_score_theta=True)
+        ecp, alpha = tarp(s, t, torch.as_tensor(ref, dtype=torch.float32))
         atc, ks = check_tarp(ecp, alpha)
     out.update(backend="sbi", ks_pvals=chk["ks_pvals"].numpy().astype(float),
                c2st_ranks=chk["c2st_ranks"].numpy().astype(float),
@@ -215,8 +244,11 @@ def validate(posterior_dir, n: int = 500, n_samples: int = 1000, seed: int = 202
     """SBC ranks, marginal coverage, TARP and recovery (R²) on fresh simulations.
 
     Simulations come from the posterior's own simulation config (seeded with ``seed``)
-    or the first ``n`` rows of ``dataset``.  Writes coverage.png, ranks.png and
-    recovery.png to ``out_dir`` (default POSTERIOR_DIR/validation).  Returns every figure.
+    or the first ``n`` finished rows of ``dataset`` (an unfinished campaign: its ``n_done``
+    rows, with a warning).  Writes coverage.png, ranks.png and recovery.png to ``out_dir``
+    (default ``<POSTERIOR>_validation`` beside the posterior, or in the current folder for a
+    posterior shipped inside the package; never into the package).  ``tolerance`` in (0, 1).
+    Returns every figure; ``result["pass"]`` says whether calibration passed.
     """
     import time
     from pathlib import Path
@@ -235,6 +267,9 @@ def validate(posterior_dir, n: int = 500, n_samples: int = 1000, seed: int = 202
     if n_samples < 10:
         raise SimxrayError(f"expected at least 10 posterior samples, got {n_samples}",
                            field="--samples")
+    if not 0.0 < float(tolerance) < 1.0:
+        raise SimxrayError(f"expected a coverage tolerance in (0, 1), got {tolerance:g}",
+                           field="--tolerance")
     loaded = saving.load_posterior(posterior_dir)
     cfg, model, names = loaded.config, loaded.model, loaded.names
     rng = np.random.default_rng(seed)
@@ -292,8 +327,11 @@ def validate(posterior_dir, n: int = 500, n_samples: int = 1000, seed: int = 202
     if "c2st_dap" in checks:
         result["c2st_dap"] = checks["c2st_dap"].tolist()
     result["pass"] = all(p["pass"] for p in result["parameters"].values())
-    out = Path(out_dir) if out_dir else Path(posterior_dir) / "validation"
-    out.mkdir(parents=True, exist_ok=True)
+    from ..io.outputs import check_output, default_output
+
+    out = Path(out_dir) if out_dir else default_output(posterior_dir, "_validation")
+    check_output(out, kind="dir", overwrite=True)
+    out.mkdir(exist_ok=True)
     title = f"{Path(posterior_dir).name}: {len(thetas)} simulations, {n_samples} draws each"
     files = {
         "coverage": str(coverage_plot(levels, cov, names, out / "coverage.png", tolerance=tolerance,
@@ -358,10 +396,14 @@ def simulator_for(cfg: dict):
 
 
 def _dataset_rows(path: str, cfg: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` finished rows (theta, counts) of a campaign file (honours n_done)."""
     import h5py
 
     from ..errors import FileFormatError
+    from ..simulator.campaign import dataset_rows
 
+    n_done, _ = dataset_rows(path, min_rows=10)
+    n = min(int(n), n_done)
     try:
         with h5py.File(path, "r") as f:
             th = np.asarray(f["theta"][:n], dtype=float)

@@ -49,6 +49,7 @@ class McmcResult:
     log_prob: np.ndarray
     chain: np.ndarray | None = field(default=None, repr=False)   # (steps, walkers, P) physical
     forward: Any = field(default=None, repr=False)   # expected counts θ -> μ the chain used
+    chain_log_prob: np.ndarray | None = field(default=None, repr=False)   # (steps, walkers)
 
     @property
     def warnings(self) -> list[str]:
@@ -495,7 +496,8 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
     return McmcResult(samples=samples, names=list(prior.names), diagnostics=diag,
                       log_prob=flat_lp[pick],
                       chain=coords.to_theta(chain_x) if keep_chain else None,
-                      forward=like.forward)
+                      forward=like.forward,
+                      chain_log_prob=lp_chain if keep_chain else None)
 
 
 def _distinct_starts(cand: np.ndarray, lp: np.ndarray, width: np.ndarray, n: int) -> list:

@@ -1,185 +1,21 @@
-"""Neural posterior estimation: a zuko neural spline flow q(θ | x) behind an embedding net.
+"""Neural posterior estimation: training q(θ | x) on simulated datasets.
 
-The flow lives in an unconstrained, standardised space: each parameter is mapped from its
-prior interval [low, high] to the real line by a logit (of log θ for log-uniform priors),
-then z-scored.  This is sbi's ``z_score_theta='transform_to_unconstrained'`` with a
-per-prior choice of scale, so posterior samples can never fall outside the prior bounds.
-
-:class:`NPEModel` holds the embedding and the flow; its ``flow`` is a plain
-:class:`zuko.flows.Flow`, so the same weights serve sbi (``as_sbi_estimator``, used by the
-validation tools) and the fast fitting path, which imports neither sbi nor its trainer.
+:func:`train` fits an :class:`NPEModel` (the embedding + zuko spline flow of
+:mod:`.npe_net`, re-exported here with :class:`BoxToReal`, :class:`ThetaTransform` and
+:func:`prior_scales`) on a :class:`TrainingData` HDF5 campaign and writes a posterior
+directory (:mod:`.saving`, :mod:`simxray.io.modeldir`).  The flow samples through zuko's
+public API only (no patched torch functions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import zuko
-from torch import Tensor, nn
-from torch.distributions import Transform, constraints
+from torch import Tensor
 
-from .embedding import build_embedding
-
-_EPS = 1e-6
-
-
-class BoxToReal(Transform):
-    """Elementwise bijection from [low, high] (log-scaled where ``log``) to standardised R."""
-
-    domain = constraints.real
-    codomain = constraints.real
-    bijective = True
-    sign = +1
-
-    def __init__(self, low: Tensor, high: Tensor, log: Tensor, mean: Tensor, std: Tensor):
-        super().__init__(cache_size=0)
-        self.log = log.bool()
-        self.lo = torch.where(self.log, torch.log(low), low)
-        self.width = torch.where(self.log, torch.log(high), high) - self.lo
-        self.mean, self.std = mean, std
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def _scaled(self, x: Tensor) -> Tensor:
-        t = torch.where(self.log, torch.log(x.clamp_min(1e-300)), x)
-        return ((t - self.lo) / self.width).clamp(_EPS, 1.0 - _EPS)
-
-    def _call(self, x: Tensor) -> Tensor:
-        s = self._scaled(x)
-        return (torch.log(s) - torch.log1p(-s) - self.mean) / self.std
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        t = self.lo + self.width * torch.sigmoid(y * self.std + self.mean)
-        return torch.where(self.log, torch.exp(t), t)
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        s = self._scaled(x)
-        ladj = -torch.log(s) - torch.log1p(-s) - torch.log(self.width) - torch.log(self.std)
-        return ladj - torch.where(self.log, torch.log(x.clamp_min(1e-300)), torch.zeros_like(x))
-
-
-class ThetaTransform(zuko.lazy.LazyTransform):
-    """The parameter pre-transform as a lazy zuko transform; bounds and scales are buffers."""
-
-    def __init__(self, low: Sequence[float], high: Sequence[float], log: Sequence[bool]):
-        super().__init__()
-        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
-        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
-        self.register_buffer("log", torch.as_tensor(log, dtype=torch.float32))
-        self.register_buffer("mean", torch.zeros(len(low)))
-        self.register_buffer("std", torch.ones(len(low)))
-
-    def forward(self, c: Tensor | None = None) -> Transform:
-        return BoxToReal(self.low, self.high, self.log, self.mean, self.std)
-
-    @torch.no_grad()
-    def fit(self, theta: Tensor) -> None:
-        """Z-score the logit-space parameters with a batch of prior draws."""
-        self.mean.zero_()
-        self.std.fill_(1.0)
-        u = self.forward()(theta.float())
-        self.mean.copy_(u.mean(0))
-        self.std.copy_(u.std(0).clamp_min(1e-3))
-
-
-def prior_scales(prior) -> tuple[list[float], list[float], list[bool]]:
-    """(low, high, log-scaled?) for each varying parameter of a :class:`Prior`."""
-    lo, hi, log = [], [], []
-    for d in prior.varying:
-        lo.append(float(d.low))
-        hi.append(float(d.high))
-        log.append(d.dist == "loguniform")
-    return lo, hi, log
-
-
-def _broadcast_shapes(*shapes) -> torch.Size:
-    """Pure-Python ``torch.broadcast_shapes`` for integer shapes."""
-    ndim = max((len(s) for s in shapes), default=0)
-    out = [1] * ndim
-    for s in shapes:
-        for i, d in enumerate(reversed(tuple(s))):
-            j = ndim - 1 - i
-            d = int(d)
-            if d != 1:
-                if out[j] not in (1, d):
-                    raise RuntimeError(f"shapes {shapes} cannot be broadcast together")
-                out[j] = d
-    return torch.Size(out)
-
-
-class _fast_broadcast_shapes:
-    """Context in which ``torch.broadcast_shapes`` (called by zuko's flows) is the pure-
-    Python equivalent: torch's version imports torch.fx's symbolic shapes and sympy on first
-    use (~1 s), which would dominate a command-line fit."""
-
-    def __enter__(self):
-        import sys
-
-        self._orig = None
-        if "torch.fx.experimental.symbolic_shapes" not in sys.modules:
-            self._orig = torch.broadcast_shapes
-            torch.broadcast_shapes = _broadcast_shapes
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._orig is not None:
-            torch.broadcast_shapes = self._orig
-
-
-class NPEModel(nn.Module):
-    """Embedding + conditional neural spline flow over bounded parameters."""
-
-    def __init__(self, n_channels: int, low: Sequence[float], high: Sequence[float],
-                 log: Sequence[bool], embedding: dict, flow: dict):
-        super().__init__()
-        self.n_channels = int(n_channels)
-        self.theta_dim = len(low)
-        self.embedding = build_embedding(embedding, n_channels)
-        features = int(embedding.get("features", 32))
-        hidden = flow.get("hidden_features", [64, 64])
-        hidden = [int(hidden)] * 2 if isinstance(hidden, int) else [int(h) for h in hidden]
-        nsf = zuko.flows.NSF(features=self.theta_dim, context=features,
-                             transforms=int(flow.get("transforms", 5)), hidden_features=hidden,
-                             bins=int(flow.get("bins", 8)),
-                             **({"passes": int(flow["passes"])} if flow.get("passes") else {}))
-        self.flow = zuko.flows.Flow((ThetaTransform(low, high, log), *nsf.transform.transforms),
-                                    nsf.base)
-
-    @property
-    def theta_transform(self) -> ThetaTransform:
-        return self.flow.transform.transforms[0]
-
-    def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
-        """log q(θ | x) for matching batches θ (B, P), x (B, C)."""
-        return self.flow(self.embedding(x)).log_prob(theta)
-
-    def loss(self, theta: Tensor, x: Tensor) -> Tensor:
-        """Mean negative log posterior density."""
-        return -self.log_prob(theta, x).mean()
-
-    @torch.no_grad()
-    def sample(self, n: int, x: Tensor, batch: int = 20000) -> Tensor:
-        """n posterior draws for one spectrum x (C,) or each of several x (B, C) -> (n, [B,] P)."""
-        single = x.dim() == 1
-        with _fast_broadcast_shapes():
-            emb = self.embedding(x.reshape(-1, x.shape[-1]))
-            dist = self.flow(emb)
-            parts, done = [], 0
-            while done < n:
-                k = min(batch, n - done)
-                parts.append(dist.sample((k,)))
-                done += k
-        out = torch.cat(parts, 0)
-        return out[:, 0] if single else out
-
-    def as_sbi_estimator(self):
-        """This model as sbi's ``ZukoFlow`` density estimator (imports sbi)."""
-        from sbi.neural_nets.estimators.zuko_flow import ZukoFlow
-
-        return ZukoFlow(self.flow, self.embedding, input_shape=torch.Size([self.theta_dim]),
-                        condition_shape=torch.Size([self.n_channels]))
+from . import saving
+from .diagnostics import coverage_curve, ranks_from_samples
+from .npe_net import BoxToReal, NPEModel, ThetaTransform, prior_scales
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -427,8 +263,6 @@ def quick_calibration(model: NPEModel, data: TrainingData, n: int = 200, samples
     """Coverage of central intervals on validation spectra: {'max_error': .., per parameter}."""
     import numpy as np
 
-    from .diagnostics import coverage_curve, ranks_from_samples
-
     torch.manual_seed(seed)
     lo, hi = data.val_rows
     th, x = data.read(lo, min(hi, lo + n), "counts", cache=False)
@@ -474,7 +308,6 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
     from .. import __version__
     from ..errors import ConfigError
     from ..provenance import provenance, sha256
-    from . import saving
 
     out = Path(out_dir)
     ckpt = out / "checkpoint"
@@ -627,3 +460,7 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
     if not keep_checkpoint:
         shutil.rmtree(ckpt, ignore_errors=True)
     return summary
+
+
+__all__ = ["BoxToReal", "NPEModel", "ThetaTransform", "TrainingData", "load_settings", "pick_device",
+           "prior_scales", "train"]

@@ -17,6 +17,11 @@ is ``Σ_{p≥2} alpha^(p-1) L^p/p! / (L + Σ_{p≥2} alpha^(p-1) L^p/p!)``.  The
 per response energy bin with the ARF applied; fold them through the RMF only
 (:meth:`simxray.instrument.response.Response.fold_counts_per_bin`).
 
+Two options extend the model for the adaptation (:mod:`simxray.adaptation`), both off by
+default: an energy-dependent ``alpha(E) = clip(alpha + alpha_slope ln(E / 2 keV), 0, 1)``
+for a pile landing at E (:func:`alpha_of_energy`; ``alpha_slope = 0`` is Davis' model) and
+an ``efficiency`` factor on the counts (:meth:`Pileup.kernel_counts`).
+
 Discretisation (Sherpa's, learned from its C source ``pileup.cc``; the default
 :class:`KernelGrid`): K = 4096 points ``E_i = i·dE``, dE = 15/4096 keV, except
 ``E_0 = 1e-4`` keV; source bin i spans ``[E_{i-1}, E_i]`` (bin 0 ``[E_0/2, E_0]``; the
@@ -71,6 +76,8 @@ TINY = float(np.finfo(np.float32).tiny)  # Sherpa's ``tinyval``
 MAX_NUM_TERMS = 30
 _LEN_FACTOR = 2.0  # FFT length >= _LEN_FACTOR x kernel bins
 PROBABILITY_CUTOFF = 0.99999
+#: pivot energy (keV) of the energy-dependent alpha(E) = alpha0 + alpha1 ln(E / ALPHA_PIVOT)
+ALPHA_PIVOT = 2.0
 
 # Hard limits: Sherpa's JDPileup hard limits (and the checks of its C wrapper:
 # g0 > 0, n > 0, ftime > 0, 1 <= nterms <= 30).
@@ -301,14 +308,34 @@ def _as_batch(x, B: int, like: torch.Tensor) -> torch.Tensor:
     return t.expand(B)
 
 
+def alpha_of_energy(energy: torch.Tensor, alpha0: torch.Tensor, alpha1: torch.Tensor,
+                    pivot: float = ALPHA_PIVOT) -> torch.Tensor:
+    """Energy-dependent grade-migration probability (B, K), clipped to [0, 1]::
+
+        alpha(E) = clip(alpha0 + alpha1 ln(E / pivot), 0, 1)
+
+    energy (K,) keV (clamped at 1 eV), alpha0 and alpha1 (B,), pivot keV.  alpha1 = 0 is
+    Davis' constant alpha.
+    """
+    le = torch.log(energy.clamp_min(1e-3) / pivot)
+    return (alpha0[:, None] + alpha1[:, None] * le[None, :]).clamp(0.0, 1.0)
+
+
 def davis_pileup(source: torch.Tensor, arf: torch.Tensor, exposure, alpha, g0, f, n, ftime, fracexp,
                  nterms=MAX_NUM_TERMS, *, n_out: int | None = None, factorial: str = "sherpa",
-                 method: Literal["fft", "sequential"] = "fft") -> PileupOutput:
+                 method: Literal["fft", "sequential"] = "fft", efficiency=None) -> PileupOutput:
     """Piled-up counts per kernel bin for a batch of source spectra (float64, differentiable).
 
     source : (B, K) photons/cm²/s per kernel bin (the model on ``KernelGrid.edges``);
     arf : (K,) cm² on the grid energies (:func:`arf_on_grid`); exposure : s, scalar or (B,);
     alpha, g0, f, n, ftime (s), fracexp : scalars or (B,) tensors; nterms : int or (B,).
+    ``alpha`` may also be a (B, n_out) tensor: an energy-dependent probability alpha(E)
+    that a pile landing in kernel bin E keeps a good grade, so a pile of p photons keeps it
+    with probability alpha(E)^(p-1) (:func:`alpha_of_energy`; used by the adaptation).  The
+    pileup fraction then weights each pile size by the mean of alpha(E)^(p-1) over the
+    pile's energy distribution (exactly alpha^(p-1) when alpha is constant).
+    efficiency : None, a scalar or (B,): a multiplicative factor on the counts (single-
+    photon grade losses, cross-calibration); the fraction is unchanged.
     n_out : number of leading kernel bins to return (default K; piles only move up).
     Parameters are assumed valid (see :class:`PileupParams`).  Without autograd a faster
     in-place path is taken (same numbers).
@@ -323,10 +350,18 @@ def davis_pileup(source: torch.Tensor, arf: torch.Tensor, exposure, alpha, g0, f
     K_out = K if n_out is None else int(min(max(n_out, 1), K))
     dev = src.device
     A = arf.to(device=dev, dtype=torch.float64)
+    alpha_e = None  # (B, K_out) energy-dependent alpha, or None for Davis' constant alpha
+    if isinstance(alpha, torch.Tensor) and alpha.ndim == 2:
+        if alpha.shape[-1] != K_out or alpha.shape[0] not in (1, B):
+            raise ParameterError(f"energy-dependent alpha has shape {tuple(alpha.shape)}; "
+                                 f"expected ({B}, {K_out})", field="pileup.alpha")
+        alpha_e = alpha.to(device=dev, dtype=torch.float64).expand(B, K_out)
+        alpha = torch.ones(B, dtype=torch.float64, device=dev)  # c_p = L^p / p!; alpha(E) below
     params = [_as_batch(v, B, src) for v in (alpha, g0, f, n, ftime, fracexp, exposure)]
     alpha, g0, f, n, ftime, fracexp, exposure = params
     nt = torch.as_tensor(nterms, device=dev).reshape(-1).expand(B).to(torch.int64)
-    grad = torch.is_grad_enabled() and (src.requires_grad or any(t.requires_grad for t in params))
+    extra = [t for t in (alpha_e, efficiency) if isinstance(t, torch.Tensor)]
+    grad = torch.is_grad_enabled() and (src.requires_grad or any(t.requires_grad for t in params + extra))
 
     a0 = torch.clamp(src * A, min=0.0)  # A(E) s(E): photons/s per kernel bin
     S0 = a0.sum(-1)
@@ -339,8 +374,15 @@ def davis_pileup(source: torch.Tensor, arf: torch.Tensor, exposure, alpha, g0, f
     # series coefficients c_p = alpha^(p-1) L^p / p!, p = 2..30, and Sherpa's stopping rule
     P = MAX_NUM_TERMS
     p = torch.arange(2, P + 1, device=dev)
-    Lpow = torch.cumprod(L[:, None].expand(B, P), dim=1)[:, 1:]  # L^2 .. L^30
-    norm = Lpow / torch.as_tensor(_factorials(factorial), device=dev)
+    if alpha_e is not None and factorial == "exact":
+        # L^p / p! in log space, exp(p ln L - ln p!): the adaptation's calibrated kernel has
+        # always formed it so; it differs from the product below by round-off only
+        pf = p.to(torch.float64)
+        norm = torch.exp(pf[None, :] * torch.log(L_safe)[:, None] - torch.lgamma(pf + 1.0)[None, :])
+        norm = torch.where(has[:, None], norm, torch.zeros_like(norm))
+    else:
+        Lpow = torch.cumprod(L[:, None].expand(B, P), dim=1)[:, 1:]  # L^2 .. L^30
+        norm = Lpow / torch.as_tensor(_factorials(factorial), device=dev)
     total = 1.0 + L[:, None] + torch.cumsum(norm, dim=1)
     stop = (total * torch.exp(-L)[:, None] > PROBABILITY_CUTOFF).detach()
     stopped_before = (torch.cumsum(stop.to(torch.int64), dim=1) - stop.to(torch.int64)) > 0
@@ -349,14 +391,19 @@ def davis_pileup(source: torch.Tensor, arf: torch.Tensor, exposure, alpha, g0, f
     n_coef = include.sum(1)  # piled terms used per spectrum
     num_terms = torch.where(has, n_coef + 1, nt)  # as Sherpa reports it (nterms when L = 0)
     piled_sum = coef.sum(1)
-    fraction = torch.where(has, piled_sum / (L_safe + piled_sum), torch.zeros_like(L))
 
     # counts = N_f n fracexp e^(-L/g0) [a' + Σ c_p â^{*p}] + (1 - f) N_f a,  a = ftime A s
     frames = exposure / ftime
     scale = frames * n * fracexp * torch.exp(-L / g0)
     w1 = scale * ftime * psf + (1.0 - f) * frames * ftime
-    p_max = int(n_coef.max()) + 1
-    if p_max < 2:
+    p_max = int(n_coef.max()) + 1 if B else 1
+    if alpha_e is not None:
+        counts = a0[:, :K_out] * w1[:, None]
+        if p_max >= 2:
+            ahat = a0[:, :K_out] / S0_safe[:, None]
+            series, piled_sum = _series_weighted(ahat, coef[:, : p_max - 1], alpha_e)
+            counts = counts + scale[:, None] * series
+    elif p_max < 2:
         counts = a0[:, :K_out] * w1[:, None]
     elif grad or method == "sequential":
         ahat = a0[:, :K_out] / S0_safe[:, None]
@@ -365,6 +412,9 @@ def davis_pileup(source: torch.Tensor, arf: torch.Tensor, exposure, alpha, g0, f
         counts = a0[:, :K_out] * w1[:, None] + scale[:, None] * series
     else:
         counts = _counts_fast(a0[:, :K_out], S0_safe, coef[:, : p_max - 1], n_coef, scale, w1)
+    fraction = torch.where(has, piled_sum / (L_safe + piled_sum), torch.zeros_like(L))
+    if efficiency is not None:
+        counts = counts * _as_batch(efficiency, B, src)[:, None]
     return PileupOutput(counts, fraction, L, num_terms)
 
 
@@ -472,6 +522,33 @@ def _counts_fast(a0: torch.Tensor, S0: torch.Tensor, coef: torch.Tensor, degree:
     return out
 
 
+def _series_weighted(ahat: torch.Tensor, coef: torch.Tensor, alpha_e: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_p coef[:, p-2] · alpha_e^(p-1) · ahat^{*p} (B, K) and Σ_p coef · <alpha_e^(p-1)> (B,).
+
+    The energy-dependent weight multiplies each term after its convolution, so the terms
+    are formed one by one (one inverse FFT each) instead of by Horner's rule; the tilted
+    FFT of :func:`_series_fft` keeps the linear convolutions.  ``<.>`` is the mean over the
+    term's (truncated) energy distribution, used for the pileup fraction.
+    """
+    B, K = ahat.shape
+    N, tilt = _tilt(K, ahat.device)
+    F = torch.fft.rfft(ahat * tilt, n=N)
+    Fp = F
+    series = torch.zeros_like(ahat)
+    piled = torch.zeros_like(ahat[:, 0])
+    log_alpha = torch.log(alpha_e.clamp_min(1e-300))
+    for j in range(coef.shape[1]):  # pile size p = j + 2
+        Fp = Fp * F
+        conv = torch.fft.irfft(Fp, n=N)[:, :K] / tilt
+        weight = torch.exp((j + 1) * log_alpha) if j else alpha_e  # alpha(E)^(p-1)
+        series = series + coef[:, j:j + 1] * weight * conv
+        mass = conv.sum(-1)
+        mean_w = (weight * conv).sum(-1) / torch.where(mass > 0, mass, torch.ones_like(mass))
+        piled = piled + coef[:, j] * mean_w
+    return series, piled
+
+
 def _series_sequential(ahat: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """Same as :func:`_series_fft`, term by term with zero padding (Sherpa's algorithm)."""
     B, K = ahat.shape
@@ -516,7 +593,7 @@ class Pileup:
         points = np.concatenate([lo, hi[-1:]]) if self._contiguous else np.concatenate([lo, hi])
         self._at = self._locate(e, points)
         self._tail_empty = not np.any(self.arf[self.n_out:])
-        self._t: dict[tuple, tuple] = {}
+        self._t: dict[Any, Any] = {}
 
     @property
     def source_edges(self) -> np.ndarray:
@@ -575,13 +652,36 @@ class Pileup:
         elif pb not in (1, B):
             raise ParameterError(f"pileup parameters have batch size {pb}, the source {B}",
                                  field="pileup")
-        t = pars.tensors(B, src.device)
-        arf = self._tensors(src.device)[0]
-        K = self.n_out if self._tail_empty else self.grid.n  # bins above the response: no area
-        out = davis_pileup(src[:, :K], arf[:K], self.response.exposure, t["alpha"], t["g0"], t["f"],
-                           t["n"], t["ftime"], t["fracexp"], t["nterms"], n_out=self.n_out,
-                           factorial=self.factorial, method=self.method)
+        out = self.kernel_counts(src, pars.tensors(B, src.device))
         return out._replace(counts=self.to_response_bins(out.counts))
+
+    def kernel_counts(self, source: torch.Tensor, tensors: Mapping[str, torch.Tensor], *,
+                      alpha_slope: torch.Tensor | None = None, efficiency: torch.Tensor | None = None,
+                      factorial: str | None = None) -> PileupOutput:
+        """The Davis series per kernel bin: counts (B, n_out), fraction, L, terms.
+
+        source : (B, K) float64 photons/cm²/s per bin on :attr:`source_edges` (or on
+        :attr:`edges`); tensors : (B,) tensors for every name of :class:`PileupParams`
+        (:meth:`PileupParams.tensors`; assumed valid).  ``alpha_slope`` (B,) makes alpha
+        energy-dependent, ``alpha(E) = clip(alpha + alpha_slope ln(E / 2 keV), 0, 1)``
+        (:func:`alpha_of_energy`; the adaptation's calibrated kernel), ``efficiency`` (B,)
+        scales the counts; ``factorial`` overrides the instance's ('sherpa' or 'exact').
+        Differentiable; :meth:`to_response_bins` maps the counts to response energy bins.
+        """
+        t = tensors
+        arf = self._tensors(source.device)[0]
+        K = self.n_out if self._tail_empty else self.grid.n  # bins above the response: no area
+        alpha = t["alpha"]
+        if alpha_slope is not None:
+            key = ("energies", str(source.device))
+            if key not in self._t:
+                self._t[key] = torch.as_tensor(self.grid.energies[: self.n_out], dtype=torch.float64,
+                                               device=source.device)
+            alpha = alpha_of_energy(self._t[key], alpha, alpha_slope)
+        return davis_pileup(source[:, :K], arf[:K], self.response.exposure, alpha, t["g0"], t["f"],
+                            t["n"], t["ftime"], t["fracexp"], t["nterms"], n_out=self.n_out,
+                            factorial=factorial or self.factorial, method=self.method,
+                            efficiency=efficiency)
 
     def channel_counts(self, source, params: PileupParams | Mapping[str, Any] | None = None, *,
                        channels: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:

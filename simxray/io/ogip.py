@@ -203,6 +203,80 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
+_BLOCK = 2880
+
+
+def _card_int(card: bytes) -> int | None:
+    try:
+        return int(card[10:80].split(b"/", 1)[0].strip())
+    except ValueError:
+        return None
+
+
+def fits_structure_problem(raw: bytes | memoryview, datasum: list | None = None) -> str | None:
+    """Why the bytes of a FITS file are incomplete, or None when every HDU is complete.
+
+    Walks the HDUs from their headers (BITPIX, NAXISn, PCOUNT, GCOUNT): a header or data unit
+    that runs past the end of the file means a truncated file.  With a ``datasum`` list, the
+    numbers of the HDUs whose data differ from their DATASUM keyword (32-bit ones'-complement
+    sum; when present and not blank) are appended to it: damaged data, or a file edited by a
+    tool that did not update DATASUM (as happens to real files).  Bytes after the last HDU
+    that do not start another one are ignored.
+    """
+    size = len(raw)
+    off, hdu = 0, 0
+    while off < size:
+        keys: dict[bytes, bytes] = {}
+        end = False
+        while not end:
+            if off + _BLOCK > size:
+                return (f"truncated or corrupt FITS file: the header of HDU {hdu} stops at "
+                        f"byte {size} inside a {_BLOCK}-byte block, before its END card")
+            block = bytes(raw[off:off + _BLOCK])
+            off += _BLOCK
+            for i in range(0, _BLOCK, 80):
+                card = block[i:i + 80]
+                key = card[:8].rstrip()
+                if key == b"END":
+                    end = True
+                    break
+                if card[8:10] == b"= ":
+                    keys.setdefault(key, card)
+        bitpix = _card_int(keys.get(b"BITPIX", b""))
+        naxis = _card_int(keys.get(b"NAXIS", b""))
+        if bitpix is None or naxis is None:
+            return f"corrupt: HDU {hdu} header lacks a valid BITPIX or NAXIS keyword"
+        nbytes = 0
+        if naxis > 0:
+            dims = [_card_int(keys.get(b"NAXIS%d" % (j + 1), b"")) for j in range(naxis)]
+            if any(d is None or d < 0 for d in dims):
+                return f"corrupt: HDU {hdu} header has an invalid NAXISn keyword"
+            pcount = _card_int(keys.get(b"PCOUNT", b"")) or 0
+            gcount = _card_int(keys.get(b"GCOUNT", b"")) or 1
+            if dims[0] == 0 and hdu == 0:          # random groups: NAXIS1 = 0
+                dims = dims[1:]
+            nbytes = abs(bitpix) // 8 * gcount * (pcount + int(np.prod(dims, dtype=np.int64)))
+        padded = -(-nbytes // _BLOCK) * _BLOCK
+        if off + nbytes > size:
+            return (f"truncated FITS file: HDU {hdu} needs {nbytes} data bytes but the file "
+                    f"ends {size - off} bytes into them ({size} bytes in all)")
+        ds = keys.get(b"DATASUM")
+        if datasum is not None and ds is not None and nbytes:
+            text = ds[10:80].split(b"/", 1)[0].strip().strip(b"'").strip()
+            if text.isdigit():
+                buf = bytes(raw[off:off + nbytes]) + bytes((-nbytes) % 4)
+                total = int(np.frombuffer(buf, dtype=">u4").sum(dtype=np.uint64))
+                while total >> 32:
+                    total = (total & 0xFFFFFFFF) + (total >> 32)
+                if total != int(text):
+                    datasum.append(hdu)
+        off += padded
+        hdu += 1
+        if bytes(raw[off:off + 8]) != b"XTENSION":
+            break
+    return None
+
+
 def _open_fits(path: str | os.PathLike, what: str) -> fits.HDUList:
     """Open a (possibly gzipped) FITS file fully, mapping every failure to FileFormatError."""
     p = Path(path)
@@ -222,6 +296,14 @@ def _open_fits(path: str | os.PathLike, what: str) -> fits.HDUList:
                                   path=p) from None
     if not raw.startswith(b"SIMPLE  ="):
         raise FileFormatError(f"not a FITS file (no SIMPLE card at the start); expected {what}", path=p)
+    bad_sums: list[int] = []
+    problem = fits_structure_problem(raw, bad_sums)
+    if problem is not None:
+        raise FileFormatError(f"{problem}; expected {what}", path=p)
+    if bad_sums:
+        warnings.warn(f"{p}: the data of HDU {', '.join(map(str, bad_sums))} do not match their "
+                      "DATASUM checksum: a damaged copy, or a file edited by a tool that did not "
+                      "update DATASUM; check it against the original", stacklevel=3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -233,6 +315,15 @@ def _open_fits(path: str | os.PathLike, what: str) -> fits.HDUList:
         if "truncated" in msg.lower():
             raise FileFormatError(f"truncated FITS file ({msg.split(':', 1)[-1].strip()}); "
                                   f"expected {what}", path=p)
+    for i, hdu in enumerate(hdul):            # header values are parsed lazily: parse them now
+        for card in hdu.header.cards:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    card.value  # noqa: B018 - parses the card
+            except Exception:
+                raise FileFormatError(f"corrupt FITS header: unparsable card {card.keyword!r} in "
+                                      f"HDU {i}; expected {what}", path=p) from None
     return hdul
 
 
@@ -251,7 +342,7 @@ def _find_ext(hdul: fits.HDUList, path: Path, names: tuple[str, ...], hduclas2: 
         if (name in names or clas2 in hduclas2) and not (reject and reject(hdu)):
             return hdu
     found = ", ".join(_ext_label(h) for h in hdul) or "nothing"
-    raise FileFormatError(f"extension missing (found {found}); expected {what}",
+    raise FileFormatError(f"extension missing (found {found}; a truncated copy?); expected {what}",
                           path=path, field=names[0])
 
 
@@ -651,18 +742,37 @@ def _read_spectrum_ext(path: Path, row, tg_m, tg_part, want_bkg: bool = False,
             raise FileFormatError("non-finite value; expected finite counts", path=path, field=data_col)
         backscal = _scaling(value("BACKSCAL", 1.0), path, "BACKSCAL", n)
         areascal = _scaling(value("AREASCAL", 1.0), path, "AREASCAL", n)
+        if data_col == "COUNTS" and np.any(counts != np.round(counts)):
+            k = int(np.count_nonzero(counts != np.round(counts)))
+            warnings.warn(f"{path}: COUNTS: {k} channel(s) hold non-integer counts (e.g. a "
+                          "background-subtracted or scaled spectrum); Poisson statistics assume "
+                          "whole numbers of counts", stacklevel=3)
         grouping = quality = None
-        for key in ("GROUPING", "QUALITY"):
+        for key, allowed in (("GROUPING", (-1, 0, 1)), ("QUALITY", (0, 1, 2, 5))):
             v = value(key)
             if v is None:
                 continue
-            a = np.asarray(v).astype(np.int64)
+            try:
+                f = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise FileFormatError(f"expected integer flags {allowed}, got {v!r}", path=path,
+                                      field=key) from None
+            if not np.all(np.isfinite(f)) or np.any(f != np.round(f)):
+                raise FileFormatError(f"expected integer flags {allowed}", path=path, field=key)
+            a = f.astype(np.int64)
             if a.ndim == 0:
                 if int(a) == 0:
                     continue
                 a = np.full(n, int(a))
+            a = a.reshape(-1) if a.ndim > 1 and a.size == n else a
             if a.shape != (n,):
-                raise FileFormatError(f"expected {n} values, got shape {a.shape}", path=path, field=key)
+                raise FileFormatError(f"expected {n} values (one per channel), got shape {a.shape}",
+                                      path=path, field=key)
+            bad = ~np.isin(a, allowed)
+            if bad.any():
+                raise FileFormatError(f"value {int(a[bad][0])} in {int(bad.sum())} channel(s); "
+                                      f"expected one of {', '.join(map(str, allowed))} (OGIP)",
+                                      path=path, field=key)
             if key == "GROUPING":
                 grouping = a
             else:

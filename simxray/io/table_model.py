@@ -47,7 +47,7 @@ import scipy.sparse as sp
 
 from ..errors import FileFormatError, ParameterError, SimxrayError
 from ..models import ModelSpec, Parameter, register_table_loader
-from ..provenance import atomic_path, provenance, sha256
+from ..provenance import provenance, sha256
 
 HDF5_FORMAT = "simxray-xspec-table"
 HDF5_VERSION = 1
@@ -402,9 +402,15 @@ def read_table(path: str | os.PathLike, in_memory: bool | None = None) -> XspecT
     path = Path(path)
     if not path.is_file():
         raise FileFormatError("no such table model file", path=path)
-    if _is_hdf5(path):
-        return _read_hdf5(path, in_memory)
-    return _read_fits(path, in_memory)
+    try:
+        if _is_hdf5(path):
+            return _read_hdf5(path, in_memory)
+        return _read_fits(path, in_memory)
+    except SimxrayError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise FileFormatError(f"corrupt table model ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})", path=path) from None
 
 
 def _hdr_bool(hdr, key: str, default: bool) -> bool:
@@ -424,19 +430,54 @@ def _hdr_float(hdr, key: str) -> float | None:
         return None
 
 
+def _check_fits_file(path: Path) -> None:
+    """One-line FileFormatError for an empty, non-FITS or truncated table file."""
+    import gzip
+    import mmap
+    import zlib
+
+    from .ogip import fits_structure_problem
+
+    what = "expected an XSPEC table model (OGIP 92-009 FITS)"
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise FileFormatError(f"empty file; {what}", path=path)
+        head = fh.read(9)
+        if head[:2] == b"\x1f\x8b":
+            fh.seek(0)
+            try:
+                raw = gzip.decompress(fh.read())
+            except (OSError, EOFError, zlib.error) as exc:
+                raise FileFormatError(f"truncated or corrupt gzip data ({exc}); {what}",
+                                      path=path) from None
+            problem = None if not raw.startswith(b"SIMPLE  =") else fits_structure_problem(raw)
+            head = raw[:9]
+        else:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                problem = fits_structure_problem(mm) if head == b"SIMPLE  =" else None
+    if head != b"SIMPLE  =":
+        raise FileFormatError(f"not a readable FITS file (no SIMPLE card at the start); {what}",
+                              path=path)
+    if problem is not None:
+        raise FileFormatError(f"{problem}; {what}", path=path)
+
+
 def _read_fits(path: Path, in_memory: bool | None) -> XspecTable:
     from astropy.io import fits
 
+    _check_fits_file(path)
     try:
         hdul = fits.open(path, memmap=True)
-    except (OSError, ValueError) as exc:
-        raise FileFormatError(f"not a readable FITS file ({exc})", path=path) from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise FileFormatError(f"not a readable FITS file ({' '.join(str(exc).split())[:200]})",
+                              path=path) from None
     with hdul:
         names = [h.name.upper() for h in hdul]
         for ext in ("PARAMETERS", "ENERGIES", "SPECTRA"):
             if ext not in names:
-                raise FileFormatError(f"missing {ext} extension; expected an XSPEC table model "
-                                      "(OGIP 92-009)", path=path)
+                raise FileFormatError(f"missing {ext} extension (a truncated copy?); expected an "
+                                      "XSPEC table model (OGIP 92-009)", path=path)
         hdr = hdul[0].header
         par = hdul["PARAMETERS"]
         nint = par.header.get("NINTPARM")
@@ -609,9 +650,9 @@ def write_fits_table(path: str | os.PathLike, name: str, params: list[TableParam
     """
     from astropy.io import fits
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise SimxrayError("output exists; pass --overwrite to replace it", path=path)
+    from .outputs import atomic_file, check_output
+
+    path = check_output(path, kind="file", overwrite=overwrite, allow_package=True)
     addparams = list(addparams or [])
     allp = list(params) + addparams
     spectra = np.asarray(spectra, dtype=np.float32)
@@ -666,13 +707,8 @@ def write_fits_table(path: str | os.PathLike, name: str, params: list[TableParam
         hdu.header["HDUVERS"] = "1.0.0"
     par.header["NINTPARM"] = len(grid)
     par.header["NADDPARM"] = len(addparams)
-    tmp = atomic_path(path)
-    try:
+    with atomic_file(path, check=False) as tmp:
         fits.HDUList([prim, par, ene, spe]).writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -680,10 +716,14 @@ def write_fits_table(path: str | os.PathLike, name: str, params: list[TableParam
 # HDF5 conversion
 def convert_to_hdf5(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
                     compression: str | None = None) -> Path:
-    """Convert a FITS table model to the chunked HDF5 layout (atomic write)."""
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise SimxrayError("output exists; pass --overwrite to replace it", path=dst)
+    """Convert a FITS table model to the chunked HDF5 layout (atomic write).
+
+    ``dst`` may not be ``src``; an existing ``dst`` is replaced only with ``overwrite``.
+    """
+    from .outputs import check_output
+
+    dst = check_output(dst, kind="file", overwrite=overwrite, inputs=[src], field="OUTPUT",
+                       allow_package=True)
     return write_hdf5(read_table(src, in_memory=True), dst, overwrite=True, compression=compression)
 
 
@@ -696,14 +736,15 @@ def write_hdf5(t: XspecTable, dst: str | os.PathLike, overwrite: bool = False,
     """
     import h5py
 
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise SimxrayError("output exists; pass --overwrite to replace it", path=dst)
-    t.load()
-    tmp = atomic_path(dst)
+    from .outputs import atomic_file, check_output
+
+    src_path = t.path if t.path is not None and Path(t.path).is_file() else None
+    dst = check_output(dst, kind="file", overwrite=overwrite, inputs=[src_path], field="OUTPUT",
+                       allow_package=True)
     M = t.n_energies
     comp = dict(compression="gzip", compression_opts=6, shuffle=True) if compression == "gzip" else {}
-    try:
+    with atomic_file(dst, check=False) as tmp:
+        t.load()
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = HDF5_FORMAT
             f.attrs["format_version"] = HDF5_VERSION
@@ -740,10 +781,6 @@ def write_hdf5(t: XspecTable, dst: str | os.PathLike, overwrite: bool = False,
                 f.create_dataset("addsp", data=t._addsp, chunks=(1, 1, M), **comp)
             if extra is not None:
                 extra(f)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dst
 
 

@@ -13,7 +13,8 @@ Cross sections (data in ``simxray/data/absorption``; each file cites its source)
   shells above the innermost inner-shell threshold; below it the Verner et al. (1996)
   total outer-shell fit (available for H-Si, S, Ar, Ca, Fe; Cl, Cr, Co and Ni use the
   1995 fits throughout).
-* ``tbabs`` (Wilms, Allen & McCray 2000): ``wilm`` abundances; H from the hydrogenic
+* ``tbabs`` (Wilms, Allen & McCray 2000): ``wilm`` abundances by default (see
+  *Abundances* below); H from the hydrogenic
   formula of Band et al. (1990); 20 % of the H in H2 with the Yan, Sadeghpour & Dalgarno
   (1998) H2 cross section (30-85 eV: the Wilms et al. fit); He from Yan et al. (1998)
   with the four 2snp autoionisation resonances (Fano profiles; q of Fernley et al. 1987,
@@ -23,14 +24,34 @@ Cross sections (data in ``simxray/data/absorption``; each file cites its source)
   sigma_grain = N_gr pi k int a^(2-p) (1 - exp(-4/3 rho a sigma_bar / m_bar)) da
   (closed form with the lower incomplete gamma function).
 * ``phabs``: what XSPEC does by default since 12.10.1 (``xsect vern``, ``abund angr``):
-  Verner et al. cross sections (He also Verner) with Anders & Grevesse (1989) abundances.
+  Verner et al. cross sections (He also Verner) with Anders & Grevesse (1989) abundances
+  by default.
 * ``wabs``: Morrison & McCammon (1983) piecewise polynomial per H atom (0.03-10 keV; the
-  end ranges are extrapolated outside, and sigma = 0 below 13.6 eV).
+  end ranges are extrapolated outside, and sigma = 0 below 13.6 eV).  Its abundances are
+  built into the fit, so, as in XSPEC, it ignores the abundance table.
+
+Abundances (XSPEC's ``abund``): ``angr`` (Anders & Grevesse 1989), ``aspl`` (Asplund et
+al. 2009), ``grsa`` (Grevesse & Sauval 1998), ``lodd`` (Lodders 2003) and ``wilm``
+(Wilms et al. 2000), by number relative to H (``simxray/data/absorption/abundances.csv``).
+Choose one for the whole process with :func:`set_abund` (like XSPEC's ``abund``), for a
+block of code with ``with using_abund("angr"): ...`` (per thread), or per call with
+``abund=`` of :func:`cross_section`, :func:`transmission`, the Sherpa model
+(``SimxrayModel(expr, abund=...)``) and the astropy adapter.  Precedence: call argument >
+``using_abund`` > :func:`set_abund` > the model's own default.  **Default**
+(:func:`set_abund` never called, or ``set_abund(None)``): each model keeps its own table,
+``tbabs`` ``wilm`` and ``phabs`` ``angr``, exactly the cross sections simxray had before
+abundances became selectable (so the shipped networks, trained with tbabs + wilm, are
+unchanged).  With ``set_abund(NAME)`` both follow NAME, as in XSPEC, where tbabs and phabs
+both use the current ``abund`` table.  tbabs with another table keeps the Wilms et al.
+depletion factors, H2 fraction and grain model (as XSPEC's tbabs does), only the total
+abundances change.
 
 Differences from XSPEC (all below CCD resolution unless stated):
 
-* XSPEC's tbabs uses whatever ``abund`` is set (default ``angr``); the Wilms et al.
-  model needs ``abund wilm``, which is what ``tbabs`` here always uses.
+* XSPEC's tbabs uses whatever ``abund`` is set, and XSPEC's default table is ``angr``;
+  the Wilms et al. model needs ``abund wilm``, which is simxray's tbabs default.  An XSPEC
+  fit that never typed ``abund`` corresponds to ``set_abund("angr")`` here (its nH is
+  ~25-30 % lower for the same spectrum).
 * XSPEC's tbabs (tbnew 2.3) replaces the O K, Ne K and Fe L edge regions by laboratory /
   R-matrix tables (resonance lines, edges shifted by a few eV); we keep the smooth
   Verner fits there, so grating-resolution spectra near 0.54, 0.87 and 0.71 keV differ.
@@ -59,7 +80,10 @@ per distinct z.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 
@@ -68,7 +92,7 @@ import torch
 from scipy.special import gamma as gamma_fn
 from scipy.special import gammainc
 
-from ..errors import ParameterError
+from ..errors import ConfigError, ParameterError
 from ..models import Parameter, register
 from .integrate import BLOCK_ELEMENTS
 
@@ -91,6 +115,13 @@ GRAIN_RHO = 1.0
 GRAIN_AMIN = 0.025e-4
 GRAIN_AMAX = 0.25e-4
 GRAIN_PL = 3.5
+
+#: abundance tables (columns of abundances.csv), XSPEC ``abund`` names
+ABUND_TABLES = ("angr", "aspl", "grsa", "lodd", "wilm")
+#: each model's table when none is chosen (simxray's behaviour before tables were selectable)
+MODEL_DEFAULT_ABUND = {"tbabs": "wilm", "phabs": "angr", "wabs": "mm83"}
+_GLOBAL_ABUND: str | None = None
+_CONTEXT_ABUND: ContextVar[str | None] = ContextVar("simxray_abund", default=None)
 
 _MAX_PIECE_RATIO = 1.02  # largest hi/lo of a quadrature sub-interval
 _GL2 = 1.0 / np.sqrt(3.0)  # 2-point Gauss-Legendre nodes at +-1/sqrt(3), weights 1
@@ -120,8 +151,69 @@ def _outer() -> dict[int, np.void]:
 
 @cache
 def abundances() -> np.ndarray:
-    """Abundance table rows: Z, element, angr, wilm, gas_fraction, mm83_dex, grain_mass_amu."""
+    """Abundance table rows: Z, element, angr, wilm, gas_fraction, mm83_dex, grain_mass_amu,
+    aspl, lodd, grsa (abundances by number relative to H)."""
     return _read("abundances.csv")
+
+
+def _check_abund(name: str | None, where: str = "abund") -> str | None:
+    if name is None:
+        return None
+    key = str(name).strip().lower()
+    if key in ("", "default", "none"):
+        return None
+    if key not in ABUND_TABLES:
+        raise ConfigError(f"unknown abundance table {name!r}; expected one of "
+                          f"{', '.join(ABUND_TABLES)} (or None for each model's default)",
+                          field=where)
+    return key
+
+
+def set_abund(name: str | None) -> str | None:
+    """Choose the abundance table of tbabs and phabs for the whole process (XSPEC ``abund``).
+
+    ``None`` (or ``"default"``) restores each model's own default (tbabs ``wilm``, phabs
+    ``angr``).  Returns the previous setting.  wabs ignores it (as in XSPEC).
+    """
+    global _GLOBAL_ABUND
+    old, _GLOBAL_ABUND = _GLOBAL_ABUND, _check_abund(name)
+    return old
+
+
+def get_abund() -> str | None:
+    """The table chosen with :func:`set_abund` or :func:`using_abund` (None: model defaults)."""
+    return _CONTEXT_ABUND.get() or _GLOBAL_ABUND
+
+
+@contextlib.contextmanager
+def using_abund(name: str | None) -> Iterator[None]:
+    """``with using_abund("angr"): ...``: that table inside the block, in this thread only;
+    ``None`` leaves the current choice unchanged."""
+    key = _check_abund(name)
+    if key is None:
+        yield
+        return
+    token = _CONTEXT_ABUND.set(key)
+    try:
+        yield
+    finally:
+        _CONTEXT_ABUND.reset(token)
+
+
+def resolve_abund(model: str, abund: str | None = None) -> str:
+    """The table ``model`` uses now: ``abund`` > :func:`using_abund` > :func:`set_abund` >
+    the model's default (``"mm83"`` for wabs, always)."""
+    m = model.lower().removeprefix("z")
+    if m not in MODEL_DEFAULT_ABUND:
+        raise ParameterError(f"expected one of {', '.join(MODEL_DEFAULT_ABUND)}", field=model)
+    if m == "wabs":
+        return "mm83"
+    return _check_abund(abund) or get_abund() or MODEL_DEFAULT_ABUND[m]
+
+
+def abund_state() -> dict[str, str]:
+    """Table in use per model right now (for provenance records)."""
+    return {m: resolve_abund(m) for m in MODEL_DEFAULT_ABUND}
 
 
 @cache
@@ -252,9 +344,9 @@ def _abundance(column: str) -> dict[int, float]:
     return {int(z): float(a) for z, a in zip(tab["Z"], tab[column], strict=True)}
 
 
-def phabs_cross_section(energy: np.ndarray) -> np.ndarray:
-    """phabs: sum of Verner cross sections weighted by angr abundances (cm^2 per H)."""
-    ab = _abundance("angr")
+def phabs_cross_section(energy: np.ndarray, abund: str = "angr") -> np.ndarray:
+    """phabs: sum of Verner cross sections weighted by ``abund`` abundances (cm^2 per H)."""
+    ab = _abundance(_check_abund(abund) or "angr")
     return sum(ab[z] * verner_cross_section(z, energy) for z in ELEMENTS)
 
 
@@ -277,17 +369,19 @@ def _grain_cross_section(sigma_bar: np.ndarray, n_dust: float, m_dust: float) ->
     return n_grains * np.pi * k * integral
 
 
-def tbabs_cross_section(energy: np.ndarray, components: bool = False):
+def tbabs_cross_section(energy: np.ndarray, components: bool = False, abund: str = "wilm"):
     """tbabs ISM cross section per H atom (cm^2): gas + H2 + grains (Wilms et al. 2000).
 
-    With ``components=True`` returns (gas, molecules, grains).
+    ``abund``: total abundances (default ``wilm``); depletions, H2 fraction and grains stay
+    those of Wilms et al.  With ``components=True`` returns (gas, molecules, grains).
     """
     e = np.asarray(energy, dtype=float)
     tab = abundances()
+    column = _check_abund(abund) or "wilm"
     gas = np.zeros_like(e)
     dust_sigma = np.zeros_like(e)
     n_dust = m_dust = 0.0
-    for z, a, frac, mass in zip(tab["Z"], tab["wilm"], tab["gas_fraction"], tab["grain_mass_amu"],
+    for z, a, frac, mass in zip(tab["Z"], tab[column], tab["gas_fraction"], tab["grain_mass_amu"],
                                 strict=True):
         sig = element_cross_section(int(z), e, tbabs=True)
         a_gas = a * frac * ((1.0 - H2_FRACTION) if z == 1 else 1.0)
@@ -316,12 +410,20 @@ CROSS_SECTIONS = {"tbabs": tbabs_cross_section, "phabs": phabs_cross_section,
                   "wabs": wabs_cross_section}
 
 
-def cross_section(model: str, energy: np.ndarray) -> np.ndarray:
-    """Effective cross section per H atom (cm^2) of ``tbabs``, ``phabs`` or ``wabs`` at energy (keV)."""
-    try:
-        return CROSS_SECTIONS[model.lower()](energy)
-    except KeyError:
-        raise ParameterError(f"expected one of {', '.join(CROSS_SECTIONS)}", field=model) from None
+def _sigma(model: str, energy: np.ndarray, abund: str) -> np.ndarray:
+    """Cross section (cm^2 per H) of ``model`` with a resolved table name."""
+    if model == "wabs":
+        return wabs_cross_section(energy)
+    return CROSS_SECTIONS[model](energy, abund=abund)
+
+
+def cross_section(model: str, energy: np.ndarray, abund: str | None = None) -> np.ndarray:
+    """Effective cross section per H atom (cm^2) of ``tbabs``, ``phabs`` or ``wabs`` at energy
+    (keV); ``abund`` as in :func:`resolve_abund`."""
+    m = model.lower()
+    if m not in CROSS_SECTIONS:
+        raise ParameterError(f"expected one of {', '.join(CROSS_SECTIONS)}", field=model)
+    return _sigma(m, energy, resolve_abund(m, abund))
 
 
 @cache
@@ -432,12 +534,12 @@ class BinAverager:
         return out.numpy()
 
 
-_CACHE: OrderedDict[tuple[str, bytes], BinAverager] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str, bytes], BinAverager] = OrderedDict()
 _CACHE_SIZE = 32
 
 
-def _averager(model: str, edges: np.ndarray) -> BinAverager:
-    key = (model, np.ascontiguousarray(edges, dtype=float).tobytes())
+def _averager(model: str, edges: np.ndarray, abund: str) -> BinAverager:
+    key = (model, abund, np.ascontiguousarray(edges, dtype=float).tobytes())
     hit = _CACHE.get(key)
     if hit is not None:
         try:
@@ -446,7 +548,7 @@ def _averager(model: str, edges: np.ndarray) -> BinAverager:
             pass
         return hit
     nodes, w, starts = bin_quadrature(edges, model_edges(model))
-    val = BinAverager(CROSS_SECTIONS[model](nodes) * 1e22, w, starts)
+    val = BinAverager(_sigma(model, nodes, abund) * 1e22, w, starts)
     _CACHE[key] = val
     while len(_CACHE) > _CACHE_SIZE:
         try:
@@ -461,9 +563,13 @@ def _average(sig22: np.ndarray, w: np.ndarray, starts: np.ndarray, nh: np.ndarra
     return BinAverager(sig22, w, starts)(nh)
 
 
-def transmission(edges: np.ndarray, nH: np.ndarray, model: str = "tbabs") -> np.ndarray:
-    """Bin-averaged transmission exp(-nH sigma) on edges (keV); nH (B, 1) in 1e22 cm^-2 -> (B, N)."""
-    return _averager(model.lower(), np.asarray(edges, dtype=float))(nH)
+def transmission(edges: np.ndarray, nH: np.ndarray, model: str = "tbabs",
+                 abund: str | None = None) -> np.ndarray:
+    """Bin-averaged transmission exp(-nH sigma) on edges (keV); nH (B, 1) in 1e22 cm^-2 -> (B, N).
+
+    ``abund``: abundance table (see :func:`resolve_abund`)."""
+    m = model.lower()
+    return _averager(m, np.asarray(edges, dtype=float), resolve_abund(m, abund))(nH)
 
 
 # Redshifted variants: sigma(E (1 + z)) from a table of sigma E^2.5 on a log grid (4000 points
@@ -475,30 +581,32 @@ _TABLE_PER_DECADE = 4000
 
 
 @cache
-def _sigma_table(model: str) -> tuple[np.ndarray, np.ndarray]:
+def _sigma_table(model: str, abund: str) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = _TABLE_RANGE
     grid = np.geomspace(lo, hi, int(np.log10(hi / lo) * _TABLE_PER_DECADE) + 1)
     br = model_edges(model)
     br = br[(br > lo) & (br < hi)]
     e = np.unique(np.r_[grid, br * (1 - 1e-10), br * (1 + 1e-10)])
     e = e[(e >= lo) & (e <= hi)]
-    return np.log(e), CROSS_SECTIONS[model](e) * e**2.5
+    return np.log(e), _sigma(model, e, abund) * e**2.5
 
 
-def _sigma_interp(model: str, e: np.ndarray) -> np.ndarray:
-    x, y = _sigma_table(model)
+def _sigma_interp(model: str, e: np.ndarray, abund: str | None = None) -> np.ndarray:
+    ab = resolve_abund(model, abund)
+    x, y = _sigma_table(model, ab)
     inside = (e >= _TABLE_RANGE[0]) & (e <= _TABLE_RANGE[1])
     out = np.empty_like(e)
     out[inside] = np.interp(np.log(e[inside]), x, y) / e[inside] ** 2.5
     if not np.all(inside):
-        out[~inside] = CROSS_SECTIONS[model](e[~inside])
+        out[~inside] = _sigma(model, e[~inside], ab)
     return out
 
 
 def transmission_z(edges: np.ndarray, nH: np.ndarray, z: np.ndarray,
-                   model: str = "tbabs") -> np.ndarray:
+                   model: str = "tbabs", abund: str | None = None) -> np.ndarray:
     """exp(-nH sigma(E (1 + z))) averaged over observed bins (keV); nH, z (B, 1) -> (B, N)."""
     model = model.lower()
+    ab = resolve_abund(model, abund)
     e = np.asarray(edges, dtype=float)
     nh = np.asarray(nH, dtype=float).reshape(-1, 1)
     zz = np.broadcast_to(np.asarray(z, dtype=float).reshape(-1, 1), nh.shape)[:, 0]
@@ -506,10 +614,10 @@ def transmission_z(edges: np.ndarray, nH: np.ndarray, z: np.ndarray,
     for zu in np.unique(zz):
         rows = zz == zu
         if zu == 0.0:
-            out[rows] = transmission(e, nh[rows], model)
+            out[rows] = transmission(e, nh[rows], model, ab)
             continue
         nodes, w, starts = bin_quadrature(e * (1.0 + zu), model_edges(model))
-        out[rows] = _average(_sigma_interp(model, nodes) * 1e22, w, starts, nh[rows])
+        out[rows] = _average(_sigma_interp(model, nodes, ab) * 1e22, w, starts, nh[rows])
     return out
 
 
@@ -517,19 +625,22 @@ def transmission_z(edges: np.ndarray, nH: np.ndarray, z: np.ndarray,
 # registered models
 @register("tbabs", "mul", [NH])
 def tbabs(edges, nH):
-    """Tuebingen-Boulder ISM absorption (Wilms, Allen & McCray 2000): gas, H2 and grains."""
+    """Tuebingen-Boulder ISM absorption (Wilms, Allen & McCray 2000): gas, H2 and grains;
+    abundances: :func:`set_abund` (default wilm)."""
     return transmission(edges, nH, "tbabs")
 
 
 @register("phabs", "mul", [NH])
 def phabs(edges, nH):
-    """Photoelectric absorption: Verner et al. (1996) cross sections, angr abundances."""
+    """Photoelectric absorption: Verner et al. (1996) cross sections; abundances:
+    :func:`set_abund` (default angr)."""
     return transmission(edges, nH, "phabs")
 
 
 @register("wabs", "mul", [NH])
 def wabs(edges, nH):
-    """Photoelectric absorption with Morrison & McCammon (1983) cross sections."""
+    """Photoelectric absorption with Morrison & McCammon (1983) cross sections (their own
+    abundances; ignores :func:`set_abund`, as XSPEC's wabs ignores ``abund``)."""
     return transmission(edges, nH, "wabs")
 
 

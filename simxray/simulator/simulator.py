@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -277,3 +277,15 @@ class Simulator:
     def __repr__(self) -> str:
         return (f"Simulator({self.expression!r}, pileup={self.pileup}, params={self.names}, "
                 f"channels={self.channels})")
+
+
+@runtime_checkable
+class ForwardModel(Protocol):
+    """The contract every forward model follows (the simulator, the emulator, the adapted
+    and event-level simulators, a :class:`~simxray.inference.problem.FitProblem`):
+    ``names`` (the columns of θ), ``prior`` and ``expected(theta (B, P)) -> mu (B, C)``,
+    expected source counts per channel."""
+
+    names: list[str]
+
+    def expected(self, theta: np.ndarray) -> np.ndarray: ...

@@ -233,9 +233,7 @@ def line_profile(edges, a, incl_deg, rin, rout, emis_fn, limb, scale, n_mu=None,
     incl = _col(incl_deg, B)
     rin, rout, limb, scale = (_col(x, B) for x in (rin, rout, limb, scale))
     branches = n_mu is not None or bool(np.any(np.rint(limb) != 0))
-    gmin_t, gmax_t, trf_t, cos_t = tab.interpolate(a, np.cos(np.radians(incl)), branches=branches)
-    nt = tab.n_r
-    # fine radial grid (uniform in r^-p, or log) and cubic interpolation in the table's log-radius index
+    # fine radial grid (uniform in r^-p, or log); the table is interpolated onto it at fixed physical radius
     xf = np.linspace(0.0, 1.0, n_fine)
     if RADIAL_POWER > 0:   # nodes uniform in r^-p: denser towards Rin than log
         pw = RADIAL_POWER
@@ -243,27 +241,7 @@ def line_profile(edges, a, incl_deg, rin, rout, emis_fn, limb, scale, n_mu=None,
         r[:, 0], r[:, -1] = rin, rout
     else:
         r = rin[:, None] * (rout / rin)[:, None] ** xf[None, :]             # (B, R)
-    risco = kerr.isco(a)[:, None]
-    u = (nt - 1) * np.log(r / risco) / np.log(tab.rmax / risco)
-    i0 = np.clip(np.floor(u).astype(int), 0, nt - 2)
-    t = np.clip(u - i0, 0.0, 1.0)
-    bi = np.arange(B)[:, None]
-    # Catmull-Rom cubic in the table's log-radius index (linear in the end intervals)
-    t2, t3 = t * t, t * t * t
-    cub = (i0 >= 1) & (i0 <= nt - 3)
-    wts = [np.where(cub, 0.5 * (-t3 + 2 * t2 - t), 0.0),
-           np.where(cub, 0.5 * (3 * t3 - 5 * t2 + 2), 1.0 - t),
-           np.where(cub, 0.5 * (-3 * t3 + 4 * t2 + t), t),
-           np.where(cub, 0.5 * (t3 - t2), 0.0)]
-    idx = [np.clip(i0 + k, 0, nt - 1) for k in (-1, 0, 1, 2)]
-
-    def lin(arr):
-        sh = t.shape + (1,) * (arr.ndim - 2)
-        return sum(wk.reshape(sh) * arr[bi, ik] for wk, ik in zip(wts, idx, strict=True))
-
-    gmin, gmax = lin(gmin_t), lin(gmax_t)                                    # (B, R)
-    trf = lin(trf_t)                                  # (B, R, J, 2), or (B, R, J) summed over branches
-    mu = lin(cos_t) if branches else None
+    gmin, gmax, trf, mu = tab.at_radii(a, np.cos(np.radians(incl)), r, branches=branches)
     chi = tab.chi
     gstar = 0.5 * (1.0 - np.cos(chi))
     g = gmin[..., None] + (gmax - gmin)[..., None] * gstar                   # (B, R, J)
@@ -275,10 +253,15 @@ def line_profile(edges, a, incl_deg, rin, rout, emis_fn, limb, scale, n_mu=None,
     h6 = np.log(r[:, 1:] / r[:, :-1]) / 6.0
     e_lo = h6 * (fn[:, :-1] + 2.0 * fm)                                         # int pi r eps (1 - s) dr
     e_hi = h6 * (2.0 * fm + fn[:, 1:])                                          # int pi r eps s dr
+    # chi cells: the table holds each cell's mean of f (trf (B, R, J-1[, 2])); g^2 and mu_e at the cell
+    dchi = np.diff(chi)
+    g2 = g * g
+    g2c = 0.5 * (g2[..., :-1] + g2[..., 1:])                                   # (B, R, J-1)
     if branches:
-        G = (g * g)[..., None] * trf * limb_law(mu, limb[:, None, None, None])  # (B, R, J, 2)
+        muc = 0.5 * (mu[:, :, :-1] + mu[:, :, 1:])
+        Gc = (g2c * dchi)[..., None] * trf * limb_law(muc, limb[:, None, None, None])   # (B, R, J-1, 2)
     else:
-        G = ((g * g) * trf)[..., None]                                         # (B, R, J, 1)
+        Gc = (g2c * dchi * trf)[..., None]                                     # (B, R, J-1, 1)
     # mesh cells: centre energy, half-extents along r and chi (bilinear corners), photon weight
     elo, dle = gmin * scale[:, None], (gmax - gmin) * scale[:, None]                # (B, R)
     gs_mean = 0.5 - (np.sin(chi[1:]) - np.sin(chi[:-1])) / (2.0 * np.diff(chi))    # mean g* over a chi cell
@@ -288,7 +271,6 @@ def line_profile(edges, a, incl_deg, rin, rout, emis_fn, limb, scale, n_mu=None,
     gcen = elo_c[..., None] + dle_c[..., None] * gs_mean                            # (B, R-1, J-1)
     ha = 0.5 * (np.diff(elo, axis=1)[..., None] + np.diff(dle, axis=1)[..., None] * gs_mid)
     hb = 0.5 * dle_c[..., None] * dgs
-    Gc = 0.5 * (G[:, :, :-1] + G[:, :, 1:]) * np.diff(chi)[None, None, :, None]  # chi-cell means x dchi
     wq = e_lo[..., None, None] * Gc[:, :-1] + e_hi[..., None, None] * Gc[:, 1:]   # (B, R-1, J-1, nb)
     ext = np.abs(ha) + np.abs(hb)
     lo_b = (gcen - ext).reshape(B, -1).min(axis=1) * (1 - 1e-4)

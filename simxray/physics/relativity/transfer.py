@@ -40,11 +40,25 @@ from . import kerr
 RMAX = 1000.0
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "data" / "relativity_transfer.h5"
 TABLE_ENV = "SIMXRAY_RELTABLE"
+TABLE_FORMAT = "simxray-relativity-transfer/2"
+FORMAT_V1 = "simxray-relativity-transfer/1"   # f at the chi nodes, every spin's radii from its own ISCO (still read)
 
 
-def radial_grid(a: float, n_r: int, rmax: float = RMAX) -> np.ndarray:
-    """Table radii (rg): log-uniform from the ISCO of spin a to rmax."""
-    return np.geomspace(float(kerr.isco(a)), rmax, n_r)
+def radial_coord(r, power: float = 0.0):
+    """Radial table coordinate: -r^-p for p > 0 (uniform nodes are denser towards small r), ln r for p = 0."""
+    r = np.asarray(r, float)
+    return -r ** -power if power > 0 else np.log(r)
+
+
+def radial_grid(a: float, n_r: int, rmax: float = RMAX, power: float = 0.0, r_lo: float | None = None) -> np.ndarray:
+    """Table radii (rg): uniform in :func:`radial_coord` (r^-p, or ln r for p = 0) from r_lo
+    (default: the ISCO of spin a) to rmax."""
+    lo = float(kerr.isco(a)) if r_lo is None else float(r_lo)
+    if power > 0:
+        r = np.linspace(lo ** -power, rmax ** -power, n_r) ** (-1.0 / power)
+        r[0], r[-1] = lo, rmax
+        return r
+    return np.geomspace(lo, rmax, n_r)
 
 
 def chi_grid(n_chi: int) -> np.ndarray:
@@ -58,7 +72,7 @@ def _trace_r(rho, psi, a, th):
 
 
 def ring_images(a: float, incl: float, radii: np.ndarray, n_psi: int = 512, n_rho: int = 480,
-                newton: int = 6):
+                newton: int = 12):
     """Direct images of rings: rho(psi), area element rho drho/dr, g and mu_e.
 
     a: spin; incl: inclination (rad); radii (R,) rg (>= ISCO).  Returns psi (P,)
@@ -86,6 +100,8 @@ def ring_images(a: float, incl: float, radii: np.ndarray, n_psi: int = 512, n_rh
     lo, hi = lrho[i - 1], lrho[i]
     for _ in range(newton):
         f0 = np.log(np.maximum(_trace_r(np.exp(x), ps, a, incl)[0], 1e-30)) - tgt
+        if np.all(np.abs(f0) < 1e-9):
+            break
         f1 = np.log(np.maximum(_trace_r(np.exp(x + h), ps, a, incl)[0], 1e-30)) - tgt
         d = (f1 - f0) / h
         step = np.where(d > 0, -f0 / np.where(d > 0, d, 1.0), 0.0)
@@ -114,10 +130,12 @@ def _bisect(spl, lo, hi, target, increasing, n_iter=52):
 
 
 def transfer_functions(a: float, incl: float, radii: np.ndarray, n_chi: int = 25,
-                       n_psi: int = 512, n_rho: int = 480):
+                       n_psi: int = 512, n_rho: int = 480, n_sub: int = 8):
     """Transfer functions for spin a, inclination incl (rad) at the given radii.
 
-    Returns dict with gmin, gmax (R,), trf, cosne (R, n_chi, 2).
+    Returns dict with gmin, gmax (R,), trf, cosne (R, n_chi, 2) at the chi nodes and
+    trf_cell (R, n_chi - 1, 2), the mean of trf over each chi cell (``n_sub``-point
+    Gauss-Legendre).
     """
     radii = np.asarray(radii, float)
     psi, _, jac, g, mu = ring_images(a, incl, radii, n_psi=n_psi, n_rho=n_rho)
@@ -126,6 +144,9 @@ def transfer_functions(a: float, incl: float, radii: np.ndarray, n_chi: int = 25
     gmin, gmax = np.empty(R), np.empty(R)
     trf = np.empty((R, n_chi, 2))
     cosne = np.empty((R, n_chi, 2))
+    trf_cell = np.empty((R, n_chi - 1, 2))
+    xgl, wgl = np.polynomial.legendre.leggauss(n_sub)
+    chs = (chi[:-1, None] + 0.5 * (xgl + 1.0)[None, :] * np.diff(chi)[:, None]).ravel()
     pp = np.r_[psi, 2.0 * np.pi]
     for k in range(R):
         sg = CubicSpline(pp, np.r_[g[k], g[k, 0]], bc_type="periodic")
@@ -162,7 +183,14 @@ def transfer_functions(a: float, incl: float, radii: np.ndarray, n_chi: int = 25
             dpsi_dchi[-1] = np.sqrt(dg / (2.0 * abs(float(d2(pmax)))))
             trf[k, :, b] = gt / (np.pi * radii[k]) * sj(pm) * dpsi_dchi
             cosne[k, :, b] = sm(pm)
-    return {"gmin": gmin, "gmax": gmax, "trf": trf, "cosne": cosne}
+            # cell means: Gauss-Legendre inside each chi cell (resolves the lensing peaks of
+            # near edge-on disks, narrower than a cell, that the trapezoid of the nodes misses)
+            gs = g0 + dg * 0.5 * (1.0 - np.cos(chs))
+            pss = np.mod(_bisect(lambda x, _s=sg: _s(np.mod(x, 2 * np.pi)), np.full(chs.size, lo),
+                                 np.full(chs.size, hi), gs, inc), 2 * np.pi)
+            fs = gs / (np.pi * radii[k]) * sj(pss) * (0.5 * dg * np.sin(chs) / np.abs(d1(pss)))
+            trf_cell[k, :, b] = 0.5 * (fs.reshape(n_chi - 1, n_sub) * wgl).sum(axis=1)
+    return {"gmin": gmin, "gmax": gmax, "trf": trf, "cosne": cosne, "trf_cell": trf_cell}
 
 
 # ---------------------------------------------------------------------------
@@ -188,23 +216,38 @@ def default_spins(n_a: int) -> np.ndarray:
     return a
 
 
-def default_mu0(n_mu: int) -> np.ndarray:
-    """cos(i) grid, uniform from cos 87 deg to cos 3 deg."""
-    return np.linspace(np.cos(np.radians(87.0)), np.cos(np.radians(3.0)), n_mu)
+def default_mu0(n_mu: int, edge: float = 0.4) -> np.ndarray:
+    """cos(i) grid from cos 87 deg to cos 3 deg, denser towards edge-on: mu = mu_lo + (mu_hi - mu_lo)
+    (c t + (1 - c) t^2) for t uniform in [0, 1], c = ``edge`` (the spacing grows linearly from c to
+    2 - c times the mean; 1 gives a uniform grid).  Edge-on, the lensed far side of the disk
+    changes the profile fastest with cos i."""
+    lo, hi = np.cos(np.radians(87.0)), np.cos(np.radians(3.0))
+    t = np.linspace(0.0, 1.0, n_mu)
+    mu = lo + (hi - lo) * (edge * t + (1.0 - edge) * t * t)
+    mu[0], mu[-1] = lo, hi
+    return mu
+
+
+def table_radii(spins: np.ndarray, n_r: int, power: float = 0.5, rmax: float = RMAX) -> np.ndarray:
+    """Radial grid of every spin node (A, n_r): uniform in :func:`radial_coord` from the ISCO of the
+    *next* (higher) spin node (its own ISCO for the last) to rmax, so that a spin between two nodes
+    finds its whole disk inside both nodes' grids (interpolation at fixed physical radius)."""
+    spins = np.asarray(spins, float)
+    lo = kerr.isco(np.r_[spins[1:], spins[-1]])
+    return np.stack([radial_grid(a, n_r, rmax, power, r_lo=r0) for a, r0 in zip(spins, lo, strict=True)])
 
 
 def _node(args):
-    a, mu0, n_r, n_chi, n_psi, n_rho = args
-    t = transfer_functions(a, float(np.arccos(mu0)), radial_grid(a, n_r), n_chi=n_chi,
-                           n_psi=n_psi, n_rho=n_rho)
-    return t
+    a, mu0, radii, n_chi, n_psi, n_rho = args
+    return transfer_functions(a, float(np.arccos(mu0)), radii, n_chi=n_chi, n_psi=n_psi, n_rho=n_rho)
 
 
 def build_table(spins, mu0s, n_r: int = 64, n_chi: int = 25, n_psi: int = 512, n_rho: int = 480,
-                workers: int = 1, progress=None) -> dict:
+                workers: int = 1, progress=None, radial_power: float = 0.5) -> dict:
     """Compute transfer functions on the (spin, cos i) grid; returns the table arrays."""
     spins, mu0s = np.asarray(spins, float), np.asarray(mu0s, float)
-    jobs = [(float(a), float(m), n_r, n_chi, n_psi, n_rho) for a in spins for m in mu0s]
+    radius = table_radii(spins, n_r, radial_power)
+    jobs = [(float(a), float(m), radius[k], n_chi, n_psi, n_rho) for k, a in enumerate(spins) for m in mu0s]
     if workers > 1:
         import multiprocessing as mp
 
@@ -225,9 +268,9 @@ def build_table(spins, mu0s, n_r: int = 64, n_chi: int = 25, n_psi: int = 512, n
     def stack(key):
         return np.stack([r[key] for r in res]).reshape((na, nm) + res[0][key].shape)
 
-    return {"spin": spins, "mu0": mu0s, "chi": chi_grid(n_chi), "rmax": RMAX,
-            "radius": np.stack([radial_grid(a, n_r) for a in spins]),
-            "gmin": stack("gmin"), "gmax": stack("gmax"), "trf": stack("trf"), "cosne": stack("cosne"),
+    return {"spin": spins, "mu0": mu0s, "chi": chi_grid(n_chi), "rmax": RMAX, "radius": radius,
+            "radial_power": float(radial_power),
+            "gmin": stack("gmin"), "gmax": stack("gmax"), "trf_cell": stack("trf_cell"), "cosne": stack("cosne"),
             "n_psi": n_psi, "n_rho": n_rho}
 
 
@@ -255,7 +298,9 @@ def write_table(path, table: dict, mantissa_bits: int = 14, extra: dict | None =
     comp = {"compression": "gzip", "compression_opts": 9, "shuffle": True}
     grid = {"spin": table["spin"].tolist(), "mu0": table["mu0"].tolist(), "n_r": int(table["radius"].shape[1]),
             "n_chi": int(table["chi"].size), "rmax": float(table["rmax"]),
-            "radius": "log-uniform from ISCO(a) to rmax", "chi": "uniform in [0, pi], g* = (1 - cos chi)/2",
+            "radial_power": float(table.get("radial_power", 0.0)),
+            "radius": "uniform in r^-radial_power (ln r if 0) from the ISCO of the next spin node to rmax",
+            "chi": "uniform in [0, pi], g* = (1 - cos chi)/2",
             "n_psi": int(table["n_psi"]), "n_rho": int(table["n_rho"])}
     method = ("Closed-form Kerr null geodesics (Gralla & Lupsasca 2020) traced on a polar image-plane grid; "
               "direct images of rings solved by interpolation + Newton; g, mu_e and rho drho/dr "
@@ -268,12 +313,14 @@ def write_table(path, table: dict, mantissa_bits: int = 14, extra: dict | None =
         h.create_dataset("radius", data=table["radius"])
         h.create_dataset("gmin", data=np.asarray(table["gmin"], np.float32), **comp)
         h.create_dataset("gmax", data=np.asarray(table["gmax"], np.float32), **comp)
-        h.create_dataset("trf", data=_round_mantissa(table["trf"], mantissa_bits), **comp)
+        h.create_dataset("trf_cell", data=_round_mantissa(table["trf_cell"], mantissa_bits), **comp)
         h.create_dataset("cosne", data=_round_mantissa(table["cosne"], mantissa_bits), **comp)
-        h.attrs["format"] = "simxray-relativity-transfer/1"
+        h.attrs["format"] = TABLE_FORMAT
         h.attrs["grid"] = json.dumps(grid)
         h.attrs["method"] = method
-        h.attrs["layout"] = "trf, cosne: (spin, mu0, radius, chi, branch); gmin, gmax: (spin, mu0, radius)"
+        h.attrs["layout"] = ("trf_cell: (spin, mu0, radius, chi cell, branch), mean of f over [chi_j, chi_j+1]; "
+                             "cosne: (spin, mu0, radius, chi, branch); gmin, gmax: (spin, mu0, radius); "
+                             "radius: (spin, radius)")
         h.attrs["package_version"] = __version__
         prov = provenance(**(extra or {}))
         h.attrs["git_commit"] = prov["git_commit"]
@@ -292,58 +339,91 @@ class TransferTable:
     rmax: float
     gmin: np.ndarray     # (A, M, R)
     gmax: np.ndarray     # (A, M, R)
-    trf: np.ndarray      # (A, M, R, J, 2)
+    trf: np.ndarray      # (A, M, R, J-1, 2): mean of f over each chi cell
     cosne: np.ndarray    # (A, M, R, J, 2)
     path: str
     identity: str
     trf_sum: np.ndarray = None   # (A, M, R, J): trf summed over branches (set on load)
+    radial_power: float = 0.0    # radial nodes uniform in r^-p (0: ln r), see :func:`radial_grid`
+    r_lo: np.ndarray = None      # (A,) innermost table radius per spin (default: the ISCO)
 
     def __post_init__(self):
         if self.trf_sum is None:
             object.__setattr__(self, "trf_sum", self.trf.sum(axis=-1))
+        if self.r_lo is None:
+            object.__setattr__(self, "r_lo", kerr.isco(self.spin))
+
+    @classmethod
+    def from_arrays(cls, table: dict, path: str = "memory") -> TransferTable:
+        """A table from :func:`build_table`'s arrays (not written to disk)."""
+        return cls(spin=np.asarray(table["spin"], float), mu0=np.asarray(table["mu0"], float),
+                   chi=np.asarray(table["chi"], float), rmax=float(table["rmax"]), gmin=table["gmin"],
+                   gmax=table["gmax"], trf=table["trf_cell"], cosne=table["cosne"], path=path, identity=path,
+                   radial_power=float(table.get("radial_power", 0.0)), r_lo=np.asarray(table["radius"])[:, 0])
+
+    def at_radii(self, a: np.ndarray, mu0: np.ndarray, r: np.ndarray, branches: bool = True):
+        """Transfer functions of B systems at radii r (B, R) (rg, >= ISCO(a)).
+
+        Spin and cos i are interpolated at fixed *physical* radius: each spin node's
+        arrays are first evaluated at r (Catmull-Rom cubic in the node's radial index,
+        uniform in :func:`radial_coord`; every node's grid starts at the ISCO of the
+        next spin node, so r >= ISCO(a) is inside both neighbours' grids), then
+        combined linearly in spin.  f and mu_e are bilinear in (spin, cos i); gmin,
+        gmax (the sharp line edges) cubic Hermite in sin i (the Doppler shift is
+        smooth in sin i, in cos i it has a square-root cusp at face-on).
+        Returns gmin, gmax (B, R), trf (B, R, J-1, 2) chi-cell means (or (B, R, J-1) summed over
+        branches with ``branches=False``) and cosne (B, R, J, 2) (None without branches).
+        """
+        a = np.asarray(a, float).ravel()
+        mu0 = np.asarray(mu0, float).ravel()
+        ia = np.clip(np.searchsorted(self.spin, a, side="right") - 1, 0, self.spin.size - 2)
+        wa = np.clip((a - self.spin[ia]) / (self.spin[ia + 1] - self.spin[ia]), 0.0, 1.0)
+        im = np.clip(np.searchsorted(self.mu0, mu0, side="right") - 1, 0, self.mu0.size - 2)
+        wm = np.clip((mu0 - self.mu0[im]) / (self.mu0[im + 1] - self.mu0[im]), 0.0, 1.0)
+        s_nodes = np.sqrt(np.clip(1.0 - self.mu0[::-1] ** 2, 0.0, None))
+        _, wm4, js = _cubic_weights(s_nodes, np.sqrt(np.clip(1.0 - mu0 * mu0, 0.0, None)))
+        jm = [self.mu0.size - 1 - j for j in js]
+        nt = self.n_r
+        p = self.radial_power
+        xr, xmax = radial_coord(r, p), float(radial_coord(self.rmax, p))
+        sh2 = r.shape
+        gmin = np.zeros(sh2)
+        gmax = np.zeros(sh2)
+        arrs = (self.trf, self.cosne) if branches else (self.trf_sum,)
+        outs = [0.0 for _ in arrs]
+        for s, ws in ((0, 1.0 - wa), (1, wa)):
+            k = (ia + s)[:, None]
+            x0 = radial_coord(self.r_lo[ia + s], p)[:, None]
+            u = (nt - 1) * (xr - x0) / (xmax - x0)
+            i0 = np.clip(np.floor(u).astype(int), 0, nt - 2)
+            t = np.clip(u - i0, 0.0, 1.0)
+            t2, t3 = t * t, t * t * t
+            cub = (i0 >= 1) & (i0 <= nt - 3)       # Catmull-Rom inside, linear in the end intervals
+            wts = [np.where(cub, 0.5 * (-t3 + 2 * t2 - t), 0.0),
+                   np.where(cub, 0.5 * (3 * t3 - 5 * t2 + 2), 1.0 - t),
+                   np.where(cub, 0.5 * (-3 * t3 + 4 * t2 + t), t),
+                   np.where(cub, 0.5 * (t3 - t2), 0.0)]
+            wts = [w * ws[:, None] for w in wts]
+            idx = [np.clip(i0 + d, 0, nt - 1) for d in (-1, 0, 1, 2)]
+            for q in range(4):
+                mq = jm[q][:, None]
+                wq = wm4[q][:, None]
+                for wk, ik in zip(wts, idx, strict=True):
+                    gmin += (wk * wq) * self.gmin[k, mq, ik]
+                    gmax += (wk * wq) * self.gmax[k, mq, ik]
+            for m, wmm in ((0, 1.0 - wm), (1, wm)):
+                mm = (im + m)[:, None]
+                for n, arr in enumerate(arrs):
+                    shx = sh2 + (1,) * (arr.ndim - 3)
+                    for wk, ik in zip(wts, idx, strict=True):
+                        outs[n] = outs[n] + (wk * wmm[:, None]).reshape(shx) * arr[k, mm, ik]
+        if branches:
+            return gmin, gmax, outs[0], outs[1]
+        return gmin, gmax, outs[0], None
 
     @property
     def n_r(self) -> int:
         return self.gmin.shape[2]
-
-    def interpolate(self, a: np.ndarray, mu0: np.ndarray, branches: bool = True):
-        """Interpolate in (spin, cos i) for B systems.
-
-        gmin, gmax (which fix the sharp line edges) are interpolated with
-        cubic Hermite splines in spin and in sin(i) (the Doppler shift is smooth
-        in sin i, while in cos i it has a square-root cusp at face-on), trf and
-        cosne bilinearly in (spin, cos i).
-        Returns gmin, gmax (B, R) and trf, cosne (B, R, J, 2) on the table's
-        radial nodes :func:`radial_grid` (a) (relative log position fixed);
-        with ``branches=False`` trf summed over branches (B, R, J) and cosne None.
-        """
-        a = np.asarray(a, float).ravel()
-        mu0 = np.asarray(mu0, float).ravel()
-        ia, wa4, ja = _cubic_weights(self.spin, a)
-        # sin(i) nodes in increasing order (mu0 increases, so sin i decreases)
-        s_nodes = np.sqrt(np.clip(1.0 - self.mu0[::-1] ** 2, 0.0, None))
-        _, wm4, js = _cubic_weights(s_nodes, np.sqrt(np.clip(1.0 - mu0 * mu0, 0.0, None)))
-        jm = [self.mu0.size - 1 - j for j in js]
-        im = np.clip(np.searchsorted(self.mu0, mu0, side="right") - 1, 0, self.mu0.size - 2)
-        out = []
-        for arr in (self.gmin, self.gmax):
-            v = 0.0
-            for p in range(4):
-                for q in range(4):
-                    v = v + (wa4[p] * wm4[q])[:, None] * arr[ja[p], jm[q]]
-            out.append(v)
-        wa = np.clip((a - self.spin[ia]) / (self.spin[ia + 1] - self.spin[ia]), 0.0, 1.0)
-        wm = np.clip((mu0 - self.mu0[im]) / (self.mu0[im + 1] - self.mu0[im]), 0.0, 1.0)
-        for arr in ((self.trf, self.cosne) if branches else (self.trf_sum,)):
-            sh = (-1,) + (1,) * (arr.ndim - 2)
-            w00 = ((1 - wa) * (1 - wm)).reshape(sh)
-            w10 = (wa * (1 - wm)).reshape(sh)
-            w01 = ((1 - wa) * wm).reshape(sh)
-            w11 = (wa * wm).reshape(sh)
-            out.append(w00 * arr[ia, im] + w10 * arr[ia + 1, im] + w01 * arr[ia, im + 1] + w11 * arr[ia + 1, im + 1])
-        if not branches:
-            out.append(None)
-        return tuple(out)
 
 
 def _cubic_weights(grid: np.ndarray, x: np.ndarray):
@@ -407,14 +487,22 @@ def _load(path: str, mtime: float) -> TransferTable:
 
     try:
         with h5py.File(path, "r") as h:
-            if h.attrs.get("format") != "simxray-relativity-transfer/1":
-                raise FileFormatError("not a simxray relativistic transfer-function table", path=path)
+            fmt = h.attrs.get("format")
+            if fmt not in (TABLE_FORMAT, FORMAT_V1):
+                raise FileFormatError(f"not a simxray relativistic transfer-function table (format {fmt!r}, "
+                                      f"expected {TABLE_FORMAT!r})", path=path)
             grid = json.loads(h.attrs["grid"])
             ident = f"{Path(path).name} (commit {h.attrs.get('git_commit', 'unknown')})"
+            if fmt == FORMAT_V1:   # f at the chi nodes: the trapezoid mean of each cell (the v1 evaluation)
+                node = h["trf"][...].astype(float)
+                trf = 0.5 * (node[:, :, :, 1:] + node[:, :, :, :-1])
+            else:
+                trf = h["trf_cell"][...].astype(float)
             return TransferTable(
                 spin=h["spin"][...].astype(float), mu0=h["mu0"][...].astype(float), chi=h["chi"][...].astype(float),
                 rmax=float(grid["rmax"]), gmin=h["gmin"][...].astype(float), gmax=h["gmax"][...].astype(float),
-                trf=h["trf"][...].astype(float), cosne=h["cosne"][...].astype(float), path=path, identity=ident)
+                trf=trf, cosne=h["cosne"][...].astype(float), path=path, identity=ident,
+                radial_power=float(grid.get("radial_power", 0.0)), r_lo=h["radius"][:, 0].astype(float))
     except (OSError, KeyError) as exc:
         raise FileFormatError(f"cannot read transfer-function table ({exc})", path=path) from None
 

@@ -1,0 +1,413 @@
+"""``simxray.fit``: any observation, any model expression, any prior, one call.
+
+>>> import simxray as sx                                               # doctest: +SKIP
+>>> obs = sx.Observation.from_pha("source_bin10.pi"); obs.notice(1, 7)  # doctest: +SKIP
+>>> res = sx.fit(obs, "wabs*powerlaw", prior=sx.BXA_PRIOR,               # doctest: +SKIP
+...              pileup={"ftime": 3.2, "fracexp": 1}, method="exact")
+>>> res.summary(); res.plot_corner(); res.to_arviz()                    # doctest: +SKIP
+
+Methods (``method=``):
+
+``exact``   emcee on the exact batched simulator (Poisson likelihood: W-stat with a
+            background spectrum, else C-stat).  Works for every response and model.
+``nested``  UltraNest (vectorised MLFriends) on the same likelihood: the posterior and the
+            Bayesian evidence ln Z, to compare models (with/without a soft component, with/
+            without pileup).
+``snpe``    truncated sequential NPE trained for this observation
+            (:mod:`simxray.inference.sequential`), ending with a local coverage check.
+``npe``     an amortised posterior (shipped or ``simxray train``-ed): used only when its
+            response, model, prior and channels match the request exactly.
+``emcee``   emcee on a matching neural emulator (anchored to the simulator), else exact.
+``auto``    ``npe`` when a shipped or given posterior matches, else ``emcee``; the result's
+            summary says which path ran and why (``summary["method_reason"]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ResponseMismatchError, SimxrayError
+from .problem import FitProblem
+from .result import FitResult, flux_summary, predict, predictive_check, summarise, unit_of
+
+log = logging.getLogger(__name__)
+
+METHODS = ("auto", "npe", "emcee", "exact", "snpe", "nested")
+PPC_ALERT = 0.01
+REL_TOL = 1e-3
+
+
+# -- matching trained networks ----------------------------------------------------------------
+
+def _same_prior(a: dict, b: dict, rtol: float = 1e-6) -> str | None:
+    """None when two Prior.to_dict() lists agree, else the first difference."""
+    da = {d["name"]: d for d in a}
+    db = {d["name"]: d for d in b}
+    if set(da) != set(db):
+        return f"parameters {sorted(set(da) ^ set(db))} differ"
+    for n, x in da.items():
+        y = db[n]
+        if x.get("dist") != y.get("dist"):
+            return f"{n}: {x.get('dist')} vs {y.get('dist')}"
+        for k in ("low", "high", "mu", "sigma", "value"):
+            u, v = x.get(k), y.get(k)
+            if (u is None) != (v is None):
+                return f"{n}.{k} differs"
+            if u is not None and not math.isclose(float(u), float(v), rel_tol=rtol,
+                                                  abs_tol=1e-12):
+                return f"{n}.{k}: {u:g} vs {v:g}"
+    return None
+
+
+def network_mismatch(cfg: dict, problem: FitProblem) -> list[str]:
+    """Reasons why a trained posterior/emulator (its config.json) does not belong to this
+    fitting problem (empty: it matches)."""
+    from .fit import check_compatibility
+
+    out = list(check_compatibility(cfg, problem.obs.spectrum))
+    if "".join(str(cfg.get("model", "")).lower().split()) != "".join(
+            problem.model.expr.lower().split()):
+        out.append(f"model '{cfg.get('model')}' differs from '{problem.model.expr}'")
+    lo, hi = (int(v) for v in cfg.get("channels", (0, -1)))
+    if (lo, hi) != problem.obs.noticed_channels:
+        out.append(f"channels {lo}-{hi} differ from the noticed {problem.obs.noticed_channels[0]}-"
+                   f"{problem.obs.noticed_channels[1]}")
+    elif not problem.inner.all():
+        out.append("the noticed channels have holes (bad QUALITY or ignored ranges)")
+    d = _same_prior(cfg.get("prior") or [], problem.prior.to_dict())
+    if d:
+        out.append(f"prior differs ({d})")
+    return out
+
+
+def _candidate_posteriors(posterior) -> list[Path]:
+    from ..datasets import DATA_DIR
+
+    if posterior is not None:
+        return [Path(posterior)]
+    return sorted(p for p in DATA_DIR.glob("posterior_*") if (p / "config.json").is_file())
+
+
+def find_posterior(problem: FitProblem, posterior=None) -> tuple[Path | None, list[str]]:
+    """The first shipped (or the given) posterior that matches; else (None, reasons)."""
+    from .saving import load_config
+
+    reasons = []
+    for p in _candidate_posteriors(posterior):
+        try:
+            cfg = load_config(p)
+        except SimxrayError as exc:
+            reasons.append(f"{p.name}: {exc}")
+            continue
+        why = network_mismatch(cfg, problem)
+        if not why:
+            return p, []
+        reasons.append(f"{p.name}: {why[0]}")
+    return None, reasons
+
+
+# -- methods ----------------------------------------------------------------------------------
+
+def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, device=None):
+    import torch
+
+    from .saving import load_config, load_posterior
+
+    cfg = load_config(post_dir)
+    x = problem.obs.counts[problem.slice]
+    loaded = load_posterior(post_dir, device=device)
+    if list(loaded.names) != list(problem.names):
+        raise ResponseMismatchError(f"the posterior's parameters {loaded.names} differ from "
+                                    f"{problem.names}", path=str(post_dir))
+    torch.manual_seed(seed)
+    dev = next(loaded.model.parameters()).device
+    xt = torch.as_tensor(x, dtype=torch.float32, device=dev)
+    with torch.no_grad():
+        samples = loaded.model.sample(int(n_samples), xt).double().cpu().numpy()
+        emb = loaded.model.embedding(xt[None]).double().cpu().numpy()[0]
+    checks = {}
+    warn = []
+    ood = {k: v.double().numpy() for k, v in loaded.ood.items()}
+    if "emb_mean" in ood:
+        from .diagnostics import embedding_distance
+
+        e = embedding_distance(emb, ood)
+        checks["embedding"] = e
+        if e["outlier"]:
+            warn.append(f"out of distribution: embedding distance d² = {e['d2']:.1f} exceeds "
+                        f"that of 99.9% of training spectra ({e['reference_q999']:.1f})")
+    info = {"posterior": str(post_dir.resolve()), "weights_sha256": cfg.get("weights_sha256")}
+    return samples, {"checks": checks, "warnings": warn, "network": info}
+
+
+def _run_emcee(problem: FitProblem, n_samples: int, seed: int, *, emulator=None,
+               quiet: bool = True, **kw):
+    from .mcmc import sample_emcee
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if emulator is not None:
+            res = sample_emcee(problem.x, emulator=emulator, prior=problem.prior,
+                               background=problem.background,
+                               background_scale=problem.background_scale,
+                               anchor=problem, n_samples=n_samples, seed=seed, quiet=quiet,
+                               keep_chain=True, **kw)
+        else:
+            res = sample_emcee(problem.x, simulator=problem, prior=problem.prior,
+                               background=problem.background,
+                               background_scale=problem.background_scale,
+                               n_samples=n_samples, seed=seed, quiet=quiet, keep_chain=True,
+                               **kw)
+    d = res.diagnostics
+    burn = int(d["burn_in"])
+    chains = res.chain[burn:] if res.chain is not None else None
+    clp = res.chain_log_prob[burn:] if res.chain_log_prob is not None else None
+    return res.samples, {"sampler": d, "warnings": [f"emcee: {w}" for w in res.warnings],
+                         "chains": chains, "chain_log_prob": clp}
+
+
+def run_nested(problem: FitProblem, *, seed: int = 0, min_live_points: int = 400,
+               dlogz: float = 0.5, max_ncalls: int | None = None, quiet: bool = True) -> dict:
+    """UltraNest (vectorised) on the exact likelihood: equal-weight samples, ln Z, calls."""
+    import ultranest
+
+    like = problem.likelihood()
+    prior = problem.prior
+    np.random.seed(seed % 2**32)   # UltraNest draws from numpy's global generator
+
+    def loglike(theta):
+        ll = like(np.atleast_2d(theta))
+        return np.where(np.isfinite(ll), ll, -1e300)
+
+    def transform(u):
+        return prior.transform(np.atleast_2d(u))
+
+    t0 = time.perf_counter()
+    logging.getLogger("ultranest").setLevel(logging.WARNING)
+    sampler = ultranest.ReactiveNestedSampler(list(prior.names), loglike, transform,
+                                              vectorized=True, ndraw_min=128, ndraw_max=2048)
+    r = sampler.run(min_num_live_points=min_live_points, dlogz=dlogz, max_ncalls=max_ncalls,
+                    show_status=not quiet, viz_callback=False)
+    seconds = time.perf_counter() - t0
+    # ln Z of UltraNest includes the likelihood's constant as we define it (-stat/2)
+    return {"samples": np.asarray(r["samples"]), "logz": float(r["logz"]),
+            "logz_err": float(r["logzerr"]), "ncall": int(r["ncall"]), "seconds": seconds,
+            "ultranest_version": ultranest.__version__, "min_live_points": min_live_points,
+            "dlogz": dlogz}
+
+
+def _run_snpe(problem: FitProblem, n_samples: int, seed: int, quiet: bool, **kw):
+    from .sequential import fit_tsnpe
+
+    sim = problem.simulator
+    bmu_saved = sim.background_mu
+    try:
+        sim.background_mu = (None if problem.obs.background is None else
+                             problem.obs.background_counts[problem.slice]
+                             * (problem.obs.background_scale[problem.slice]
+                                if np.ndim(problem.obs.background_scale)
+                                else float(problem.obs.background_scale)))
+        x = problem.obs.counts[problem.slice]
+        res = fit_tsnpe(sim, x, prior=problem.prior, mask=problem.inner, seed=seed,
+                        quiet=quiet, **kw)
+    finally:
+        sim.background_mu = bmu_saved
+    samples = np.asarray(res.samples)
+    if len(samples) > n_samples:
+        samples = samples[:n_samples]
+    diag = dict(res.diagnostics)
+    checks = {}
+    lc = diag.get("local_coverage")
+    if lc is not None:
+        checks["local_coverage"] = lc
+    return samples, {"sampler": {k: v for k, v in diag.items() if k != "local_coverage"},
+                     "checks": checks, "warnings": list(diag.get("warnings", []))}
+
+
+# -- the entry point --------------------------------------------------------------------------
+
+def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
+        method: str = "auto", statistic: str = "auto", n_samples: int = 10000, seed: int = 0,
+        posterior=None, emulator=None, force: bool = False, ppc_draws: int = 100,
+        bands=None, quiet: bool = True, device=None, n_effective: int = 1000,
+        max_steps: int = 20000, n_walkers: int | None = None, nested_live_points: int = 400,
+        snpe_options: dict | None = None) -> FitResult:
+    """Fit an observation: returns a :class:`~simxray.inference.result.FitResult`.
+
+    observation : :class:`~simxray.observation.Observation` or a PHA path.
+    model : a model expression (default ``tbabs*powerlaw``); prior : NAME → spec mapping,
+        a prior TOML, a :class:`~simxray.simulator.prior.Prior` or None (documented
+        defaults); pileup : ``"jdpileup"``, ``"none"`` or a mapping of pileup specs.
+    method : one of :data:`METHODS` (module docstring).  force : use a posterior given with
+        ``posterior=`` even when it does not match (results are then unreliable).
+    bands : flux bands [(lo, hi), ...] keV (default 0.5-2, 2-10, 0.5-8).
+    """
+    from ..provenance import provenance, sha256
+    from .problem import DEFAULT_MODEL
+    from .result import DEFAULT_BANDS
+
+    if method not in METHODS:
+        raise SimxrayError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}",
+                           field="method")
+    if n_samples < 1:
+        raise SimxrayError(f"expected a positive number of samples, got {n_samples}",
+                           field="samples")
+    t0 = time.perf_counter()
+    problem = FitProblem(observation, model or DEFAULT_MODEL, prior, pileup=pileup,
+                         statistic=statistic)
+    obs = problem.obs
+    log.info("fitting %s", problem.describe())
+    warn: list[str] = list(getattr(obs, "read_warnings", []))
+    n_bad = int((~obs.good).sum())
+    if n_bad:
+        warn_q = f"{n_bad} channel(s) with QUALITY > 0 excluded"
+        log.info(warn_q)
+    if obs.grouping is not None and (obs.grouping < 0).any():
+        log.info("the file's GROUPING is used for plots only: the Poisson likelihood works on "
+                 "ungrouped channels")
+    reason = ""
+    chosen = method
+    post_dir = None
+    if method in ("auto", "npe"):
+        post_dir, why = find_posterior(problem, posterior)
+        if post_dir is None and method == "npe":
+            if posterior is not None and force:
+                post_dir = Path(posterior)
+                warn.append(f"posterior used although it does not match ({why[0]}; --force)")
+            else:
+                raise ResponseMismatchError(
+                    "no amortised posterior matches this observation, model, prior and "
+                    f"energy range ({'; '.join(why) or 'none found'}); use --method exact, "
+                    "nested or snpe (no training needed)", path=str(obs.path))
+        if post_dir is not None:
+            chosen = "npe"
+            reason = f"the amortised posterior {post_dir.name} matches this setup"
+        else:
+            chosen = "emcee"
+            reason = ("no amortised posterior matches (" + "; ".join(why) + ")") if why else \
+                "no amortised posterior available"
+    emu = None
+    if chosen == "emcee":
+        emu, why_e = _find_emulator(problem, emulator)
+        if emu is None:
+            chosen = "exact"
+            reason = (reason + "; " if reason else "") + \
+                "no emulator matches: emcee on the exact simulator" + \
+                (f" ({why_e[0]})" if why_e else "")
+        else:
+            reason = (reason + "; " if reason else "") + f"emulator {Path(emu.path).name} matches"
+    if not reason:
+        reason = f"method {method} requested"
+    log.info("method: %s (%s)", chosen, reason)
+
+    extra: dict = {}
+    evidence = None
+    t_s = time.perf_counter()
+    if chosen == "npe":
+        samples, extra = _run_npe(problem, post_dir, n_samples, seed, device)
+    elif chosen in ("exact", "emcee"):
+        samples, extra = _run_emcee(problem, n_samples, seed, emulator=emu, quiet=quiet,
+                                    n_effective=n_effective, max_steps=max_steps,
+                                    n_walkers=n_walkers)
+    elif chosen == "nested":
+        r = run_nested(problem, seed=seed, min_live_points=nested_live_points, quiet=quiet)
+        rng = np.random.default_rng(seed)
+        s = r.pop("samples")
+        samples = s[rng.permutation(len(s))][:n_samples]
+        evidence = {"logz": r["logz"], "logz_err": r["logz_err"],
+                    "definition": "ln of the evidence for L = exp(-stat/2), stat = "
+                                  f"{problem.statistic} (XSPEC's, data-only terms removed)"}
+        extra = {"sampler": {"sampler": "ultranest.ReactiveNestedSampler", **r}, "warnings": []}
+    else:
+        samples, extra = _run_snpe(problem, n_samples, seed, quiet, **(snpe_options or {}))
+    t_sample = time.perf_counter() - t_s
+
+    names = problem.names
+    summary: dict = {
+        "spectrum": str(obs.path.resolve()) if obs.path else obs.name,
+        "model": problem.model.expr, "pileup": problem.pileup, "method": chosen,
+        "method_requested": method, "method_reason": reason, "statistic": problem.statistic,
+        "energy_range": list(obs.energy_range), "channels": list(obs.noticed_channels),
+        "n_channels": problem.n_channels, "total_counts": float(problem.x.sum()),
+        "n_samples": int(len(samples)), "parameters": {}, "checks": {}, "warnings": [],
+        "prior": problem.prior.to_dict(),
+        "title": f"{obs.name}: {problem.model.expr}" + (" + pileup" if problem.pileup else "")
+                 + f" ({chosen})",
+    }
+    for i, n in enumerate(names):
+        summary["parameters"][n] = {**summarise(samples[:, i]), "unit": unit_of(n, problem.model)}
+    summary["checks"].update(extra.get("checks", {}))
+    if extra.get("sampler") is not None:
+        summary["sampler"] = extra["sampler"]
+    if extra.get("network") is not None:
+        summary["network"] = extra["network"]
+    if evidence is not None:
+        summary["evidence"] = evidence
+    warn += extra.get("warnings", [])
+
+    rng = np.random.default_rng(seed + 7)
+    pred = None
+    t_p = time.perf_counter()
+    if ppc_draws > 0:
+        pred = predict(problem, samples, ppc_draws, rng)
+        ppc = predictive_check(problem, pred, rng)
+        summary["checks"]["ppc"] = ppc
+        if ppc["p_value"] < PPC_ALERT:
+            warn.append(f"misspecified or out of distribution: posterior-predictive "
+                        f"{problem.statistic} p = {ppc['p_value']:.3g} < {PPC_ALERT}")
+        if problem.pileup:
+            summary["pileup_fraction"] = summarise(pred["pileup_fraction"])
+    k = min(len(samples), 1000)
+    fl, draws = flux_summary(problem, samples[rng.choice(len(samples), k, replace=False)],
+                             bands or DEFAULT_BANDS)
+    summary["fluxes"] = fl
+    summary["_draws"] = draws
+    lc = summary["checks"].get("local_coverage")
+    if lc and lc.get("max_error", 0) > 0.1:
+        warn.append(f"local calibration: max coverage error {lc['max_error']:.2f} > 0.1")
+    summary["warnings"] = warn
+    summary["flagged"] = bool(warn)
+    summary["timing_s"] = {"sample": round(t_sample, 3),
+                           "predictive_and_fluxes": round(time.perf_counter() - t_p, 3),
+                           "total": round(time.perf_counter() - t0, 3)}
+    ident = obs.identity()
+    summary["provenance"] = provenance(
+        seed=seed, method=chosen,
+        inputs={"spectrum": ident["spectrum"], "arf": ident["arf"], "rmf": ident["rmf"],
+                "background": ident["background"],
+                "posterior": str(post_dir) if post_dir else None,
+                "posterior_sha256": (sha256(post_dir / "weights.safetensors")
+                                     if post_dir else None)})
+    return FitResult(samples=samples, names=list(names), summary=summary,
+                     chains=extra.get("chains"), chain_log_prob=extra.get("chain_log_prob"),
+                     problem=problem, predictive=pred, method=chosen)
+
+
+def _find_emulator(problem: FitProblem, emulator=None):
+    """A matching emulator (given or shipped) and the reasons others do not match."""
+    from ..datasets import DATA_DIR
+    from .emulator import Emulator
+
+    cands = [Path(emulator)] if emulator is not None else sorted(
+        p for p in DATA_DIR.glob("emulator_*") if (p / "config.json").is_file())
+    why = []
+    for p in cands:
+        try:
+            emu = Emulator.load(p)
+        except SimxrayError as exc:
+            why.append(f"{p.name}: {exc}")
+            continue
+        w = network_mismatch(emu.config, problem)
+        if not w:
+            return emu, []
+        why.append(f"{p.name}: {w[0]}")
+    return None, why
+
+
+__all__ = ["fit", "run_nested", "find_posterior", "network_mismatch", "METHODS"]

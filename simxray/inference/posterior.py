@@ -1,0 +1,107 @@
+"""An amortised posterior as a user-facing object: :class:`Posterior`.
+
+>>> import simxray as sx                                                   # doctest: +SKIP
+>>> post = sx.Posterior.load("my_posterior/")                               # doctest: +SKIP
+>>> post.check(problem)          # [] when it belongs to this observation+model+prior
+>>> theta = post.sample(10000, obs)                                         # doctest: +SKIP
+
+Loading verifies the weights' sha256 (safetensors + JSON config, never pickles).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ResponseMismatchError
+
+
+class Posterior:
+    """q(θ | x): a trained NPE network with the prior and setup it was trained for."""
+
+    def __init__(self, loaded, path: Path):
+        self._loaded = loaded
+        self.path = Path(path)
+        self.config = loaded.config if hasattr(loaded, "config") else {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> Posterior:
+        from .saving import load_config, load_posterior
+
+        loaded = load_posterior(path, device=device)
+        post = cls(loaded, Path(path))
+        post.config = load_config(path)
+        return post
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._loaded.names)
+
+    @property
+    def prior(self):
+        from ..simulator.prior import Prior
+
+        return Prior.from_dict(self.config["prior"])
+
+    def check(self, problem) -> list[str]:
+        """Why this posterior does not belong to a
+        :class:`~simxray.inference.problem.FitProblem` (empty list: it does)."""
+        from .fitting import network_mismatch
+
+        return network_mismatch(self.config, problem)
+
+    def _x(self, data) -> np.ndarray:
+        if hasattr(data, "obs") and hasattr(data, "slice"):          # a FitProblem
+            why = self.check(data)
+            if why:
+                raise ResponseMismatchError(why[0], path=str(self.path))
+            return data.obs.counts[data.slice]
+        x = np.asarray(data, dtype=float)
+        if x.shape[-1] != int(self.config["n_channels"]):
+            raise ResponseMismatchError(f"expected {self.config['n_channels']} channels, got "
+                                        f"{x.shape[-1]}", path=str(self.path))
+        return x
+
+    def sample(self, n: int, data, seed: int | None = None) -> np.ndarray:
+        """n draws (n, P) in physical units for counts (C,) or a matching FitProblem."""
+        import torch
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = self._loaded.model
+        dev = next(model.parameters()).device
+        xt = torch.as_tensor(self._x(data), dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            return model.sample(int(n), xt).double().cpu().numpy()
+
+    def log_prob(self, theta, data) -> np.ndarray:
+        """log q(θ | x) (B,) for θ (B, P) in physical units."""
+        import torch
+
+        model = self._loaded.model
+        dev = next(model.parameters()).device
+        t = torch.as_tensor(np.atleast_2d(theta), dtype=torch.float32, device=dev)
+        xt = torch.as_tensor(self._x(data), dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            return model.log_prob(t, xt.expand(len(t), -1)).double().cpu().numpy()
+
+    def save(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Copy the model folder (weights + config) to ``out`` atomically."""
+        import shutil
+
+        from ..io.outputs import atomic_dir
+
+        with atomic_dir(out, overwrite=overwrite, inputs=[self.path]) as tmp:
+            for f in self.path.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+        return Path(out)
+
+    def __repr__(self) -> str:
+        return (f"Posterior({self.path.name}: {self.config.get('model')}, "
+                f"params={self.names}, channels={self.config.get('channels')})")
+
+
+__all__ = ["Posterior"]

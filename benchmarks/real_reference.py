@@ -256,12 +256,19 @@ STARTS: list[dict[str, float]] = [
     {"nH": 0.1, "PhoIndex": 2.0, "norm": 3e-4, "alpha": 0.2, "f": 0.95},
     {"nH": 3.0, "PhoIndex": 0.8, "norm": 1e-3, "alpha": 0.8, "f": 0.90},
     {"nH": 10.0, "PhoIndex": 2.5, "norm": 1e-2, "alpha": 0.3, "f": 0.97},
+    # the norm-alpha-f ridge runs to strong pileup (alpha -> 1, larger norm): start there too
+    {"nH": 4.0, "PhoIndex": 1.0, "norm": 5e-3, "alpha": 0.95, "f": 0.93},
+    {"nH": 1.0, "PhoIndex": 1.8, "norm": 2e-2, "alpha": 0.9, "f": 0.88},
 ]
 
 
 def sherpa_best_fit(setup: Setup, starts: list[dict[str, float]] | None = None,
-                    errors: bool = True, moncar: bool = True) -> dict:
+                    errors: bool = True, moncar: bool = True,
+                    methods: tuple[str, ...] = ("neldermead", "levmar")) -> dict:
     """Sherpa best fit of ``setup`` from several starting points, then ``conf`` 1-sigma errors.
+
+    Each start runs ``methods`` in turn; ``moncar`` adds a Monte Carlo (differential
+    evolution) pass from the best point, polished by Levenberg-Marquardt and Nelder-Mead.
 
     Returns ``{best_fit: {param: value}, statistic, dof, numpoints, conf: {param: [lo, hi]},
     params: {param: {median(=best), lo68, hi68, sd}}, n_calls, seconds, starts}``; conf bounds are
@@ -269,19 +276,18 @@ def sherpa_best_fit(setup: Setup, starts: list[dict[str, float]] | None = None,
     """
     import sherpa.astro.ui as ui
 
-    t0 = time.perf_counter()
+    load1 = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     m = load_setup(setup)
     best_stat, best_vals, trail, ncalls = math.inf, None, [], 0
     for start in starts or STARTS:
         _set(m, start)
         with _quiet():
-            ui.set_method("neldermead")
-            ui.fit()
-            ncalls += ui.get_fit_results().nfev
-            ui.set_method("levmar")
-            ui.fit()
-            fr = ui.get_fit_results()
-            ncalls += fr.nfev
+            for method in methods:
+                ui.set_method(method)
+                ui.fit()
+                fr = ui.get_fit_results()
+                ncalls += fr.nfev
         trail.append({"start": start, "statistic": float(fr.statval), "end": _values(m)})
         if fr.statval < best_stat - 1e-9:
             best_stat, best_vals = float(fr.statval), _values(m)
@@ -339,6 +345,8 @@ def sherpa_best_fit(setup: Setup, starts: list[dict[str, float]] | None = None,
     out["params"] = params
     out["n_calls"] = int(ncalls)
     out["seconds"] = time.perf_counter() - t0
+    out["cpu_seconds"] = time.process_time() - c0
+    out["load_average_1min"] = load1
     out["log_evidence"] = None
     return out
 
@@ -380,9 +388,10 @@ def bxa_posterior(setup: Setup, outdir: str | os.PathLike, seed: int = 1,
     prior = bxa.create_prior_function(priors=priors, parameters=pars)
     np.random.seed(seed)
     solver = bxa.BXASolver(prior=prior, parameters=pars, outputfiles_basename=str(outdir))
-    t0 = time.perf_counter()
+    load1 = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     results = solver.run(sampler_kwargs={"resume": "overwrite"}, **run_kwargs)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     names = list(m.params())
     samples = np.asarray(results["samples"])
     params = {}
@@ -393,7 +402,8 @@ def bxa_posterior(setup: Setup, outdir: str | os.PathLike, seed: int = 1,
             "best_fit": dict(zip(names, map(float, best), strict=True)) if best is not None else None,
             "max_loglike": float(results.get("maximum_likelihood", {}).get("logl", float("nan"))),
             "log_evidence": float(results["logz"]), "log_evidence_err": float(results["logzerr"]),
-            "n_calls": int(results["ncall"]), "seconds": seconds, "n_samples": int(samples.shape[0]),
+            "n_calls": int(results["ncall"]), "seconds": seconds, "cpu_seconds": cpu,
+            "load_average_1min": load1, "n_samples": int(samples.shape[0]),
             "n_iterations": int(results.get("niter", -1)), "seed": seed,
             "run_kwargs": {k: v for k, v in run_kwargs.items()}}
 

@@ -90,7 +90,7 @@ class Observation:
                                path=self.path, field="QUALITY")
         n_bad = int((~self.good).sum())
         if n_bad:
-            log.info("%s: %d channels with QUALITY > 0 are excluded", self.name, n_bad)
+            log.debug("%s: %d channels with QUALITY > 0 are excluded", self.name, n_bad)
         self._notice = np.ones(c.size, dtype=bool)
         if fracexp is None:
             fx = (spectrum.arf.header.get("FRACEXPO") if spectrum.arf is not None else None)
@@ -201,6 +201,20 @@ class Observation:
             self._filtered = True
         self._notice |= self._overlap(lo, hi)
         self._check_mask(lo, hi)
+
+    def notice_channels(self, first: int, last: int) -> None:
+        """Notice channels first..last (channel numbers, inclusive) only."""
+        ch = self.channel
+        self._notice[:] = (ch >= int(first)) & (ch <= int(last))
+        self._filtered = True
+        if not self.mask.any():
+            raise ParameterError(f"no good channel in {first}..{last}", path=self.path,
+                                 field="channels")
+
+    @property
+    def filtered(self) -> bool:
+        """True once notice()/ignore() narrowed the channels."""
+        return bool(getattr(self, "_filtered", False)) and not self._notice.all()
 
     def ignore(self, lo: float | None = None, hi: float | None = None) -> None:
         """Remove channels overlapping [lo, hi] keV from the filter."""

@@ -46,6 +46,11 @@ soft *and hard* limits are the emulator's training range, so Sherpa refuses valu
 it (no silent extrapolation).  Frozen pileup parameters (g0, n, ftime, fracexp, nterms) are
 those the emulator was trained with.
 
+Sherpa's flux functions need the source on an energy grid, which a counts-per-channel
+model does not have: ``calc_energy_flux(0.5, 7, model=emu.source_model())`` integrates the
+unpiled ``tbabs*powerlaw`` whose parameters are linked to the emulator's
+(``emu.source_model("powerlaw")``: unabsorbed).
+
 For other tools: :func:`emulated_counts` (``nH=..., PhoIndex=...`` → counts (C,)) or
 :class:`CountsFunction` (theta (B, P) → counts (B, C)).
 """

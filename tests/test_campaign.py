@@ -338,6 +338,7 @@ def test_bad_configs_exit_2_one_line(tiny, tmp_path, capsys, text, what):
     assert not out.exists() and not list(tmp_path.glob(".o.h5.*"))
 
 
+@pytest.mark.slow
 def test_demo(tmp_path, capsys):
     from simxray.io.ogip import read_pha
 

@@ -230,6 +230,14 @@ def test_truncated_and_corrupt_real_files(evdir, tmp_path, capsys):
             bad.write_bytes(raw[: int(len(raw) * frac)])
             with pytest.raises(FileFormatError, match="truncated|not a FITS file"):
                 read_observation(bad)
+    import gzip
+
+    gz = tmp_path / "14945_evt2.fits.gz"                      # archive files come gzipped
+    gz.write_bytes(gzip.compress((evdir / "14945_sgra_evt2.fits").read_bytes()))
+    assert read_observation(gz).source.n_events == 191
+    (tmp_path / "cut.fits.gz").write_bytes(gz.read_bytes()[:20000])
+    with pytest.raises(FileFormatError, match="truncated or corrupt gzip"):
+        read_observation(tmp_path / "cut.fits.gz")
     raw = bytearray((evdir / "14945_sgra_evt2.fits").read_bytes())
     i = raw.index(b"XTENSION", 2880)
     raw[i:i + 8] = b"GARBAGE!"
@@ -385,3 +393,27 @@ def test_cli_encode_real_file_report_and_plot(evdir, tmp_path):
         assert g["lc_ppad_rate"].shape == g["lc_counts"].shape
         assert np.all(g["lc_livetime"][:] <= np.diff(g["lc_edges"][:]) + 1e-6)
         assert f["class_probabilities"].shape == (1, 6)
+
+
+def test_csc_style_fits_regions_and_areas(tmp_path):
+    """CSC per-stack reg3 layout (SRCREG ellipse, BKGREG ellipse minus ellipse): shapes, the
+    exclusion and the areas against pi*a*b."""
+    def table(name, rows):
+        return fits.BinTableHDU.from_columns(
+            [fits.Column("SHAPE", "16A", array=[r[0] for r in rows]),
+             fits.Column("X", "1E", array=[r[1] for r in rows]), fits.Column("Y", "1E", array=[r[2] for r in rows]),
+             fits.Column("R", "2E", array=np.array([r[3] for r in rows])),
+             fits.Column("ROTANG", "1E", array=[r[4] for r in rows]),
+             fits.Column("COMPONENT", "1I", array=[1] * len(rows))], name=name)
+
+    fits.HDUList([fits.PrimaryHDU(), table("SRCREG", [("Ellipse", 100, 100, (6, 3), 30)]),
+                  table("BKGREG", [("Ellipse", 100, 100, (30, 15), 30), ("!Ellipse", 100, 100, (12, 6), 30)])]
+                 ).writeto(tmp_path / "r_reg3.fits")
+    src, bkg = read_region(tmp_path / "r_reg3.fits")
+    assert src.area == pytest.approx(math.pi * 6 * 3)
+    assert bkg.area == pytest.approx(math.pi * (30 * 15 - 12 * 6), rel=2e-3)
+    # a point on the major axis (30 deg) at 10 px is in the background, at 5 px in the source only
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    assert bkg.contains(np.array([100 + 14 * c]), np.array([100 + 14 * s]))[0]
+    assert not bkg.contains(np.array([100 + 5 * c]), np.array([100 + 5 * s]))[0]
+    assert src.contains(np.array([100 + 5 * c]), np.array([100 + 5 * s]))[0]

@@ -256,20 +256,6 @@ def test_corrupted_anywhere(originals, tmp_path, key, flips):
         assert "\n" not in str(exc) and str(p) in str(exc), str(exc)
 
 
-def test_checksummed_data_damage_is_reported(data, tmp_path):
-    """rmf.fits carries DATASUM: a flipped matrix byte is reported (a warning: real files are
-    sometimes edited without updating DATASUM, so it is not an error)."""
-    raw = bytearray((CHANDRA / "rmf.fits").read_bytes())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        read_rmf(CHANDRA / "rmf.fits")            # the original is clean
-    raw[len(raw) // 2] ^= 0x40
-    p = tmp_path / "rmf.fits"
-    p.write_bytes(bytes(raw))
-    with pytest.warns(UserWarning, match="DATASUM"):
-        read_rmf(p)
-
-
 # ---------------------------------------------------------------------------
 # shipped model folders, damaged
 
@@ -669,3 +655,57 @@ def test_logging_and_quiet(tiny, tmp_path, capsys):
     assert rc == 2
     one_line_error(e, "--threads")
     json.loads(h5py.File(out).attrs["config"])        # untouched, still readable
+
+
+# ---------------------------------------------------------------------------
+# QUALITY / GROUPING / COUNTS as read from PHA files
+
+def test_quality_and_grouping_read_as_written(data):
+    from astropy.io import fits
+
+    s = read_pha(CHANDRA / "source_bin10.pi", load_responses=False)
+    with fits.open(CHANDRA / "source_bin10.pi") as h:
+        q, g = np.asarray(h[1].data["QUALITY"]), np.asarray(h[1].data["GROUPING"])
+    assert s.quality.dtype == np.int64 and s.grouping.dtype == np.int64
+    np.testing.assert_array_equal(s.quality, q)
+    np.testing.assert_array_equal(s.grouping, g)
+    assert set(np.unique(s.quality)) == {0, 2} and set(np.unique(s.grouping)) == {-1, 1}
+    s2 = read_pha(CHANDRA / "3c120_pha2.gz", row=0, load_responses=False)
+    assert s2.quality is None and s2.grouping is None       # QUALITY = GROUPING = 0 keywords
+
+
+def _pha2(path: Path, quality, counts, fmt="J") -> Path:
+    from astropy.io import fits
+
+    n = counts.shape[1]
+    cols = [fits.Column("SPEC_NUM", "I", array=np.arange(1, len(counts) + 1)),
+            fits.Column("CHANNEL", f"{n}J", array=np.tile(np.arange(1, n + 1), (len(counts), 1))),
+            fits.Column("COUNTS", f"{n}{fmt}", array=counts),
+            fits.Column("QUALITY", f"{quality.shape[1]}I", array=quality)]
+    hdu = fits.BinTableHDU.from_columns(cols, name="SPECTRUM")
+    hdu.header.update(HDUCLASS="OGIP", HDUCLAS1="SPECTRUM", HDUCLAS3="COUNT", HDUCLAS4="TYPE:II",
+                      EXPOSURE=1000.0, DETCHANS=n)
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+    return path
+
+
+def test_pha2_rows_bad_flags_and_non_integer_counts(tmp_path):
+    n = 8
+    counts = np.arange(2 * n).reshape(2, n)
+    quality = np.zeros((2, n), dtype=np.int16)
+    quality[1, 2:5] = 5
+    p = _pha2(tmp_path / "two.pha", quality, counts)
+    for row in (0, 1):
+        s = read_pha(p, row=row, load_responses=False)
+        np.testing.assert_array_equal(s.quality, quality[row])
+        np.testing.assert_array_equal(s.counts, counts[row])
+    quality[0, 0] = 3                                    # not an OGIP quality flag
+    p = _pha2(tmp_path / "bad.pha", quality, counts)
+    with pytest.raises(FileFormatError, match=r"QUALITY: value 3 in 1 channel\(s\); expected one of 0, 1, 2, 5"):
+        read_pha(p, row=0, load_responses=False)
+    p = _pha2(tmp_path / "short.pha", np.zeros((2, n - 2), dtype=np.int16), counts)
+    with pytest.raises(FileFormatError, match=f"QUALITY: expected {n} values"):
+        read_pha(p, row=1, load_responses=False)
+    p = _pha2(tmp_path / "float.pha", np.zeros((2, n), dtype=np.int16), counts + 0.5, fmt="E")
+    with pytest.warns(UserWarning, match=f"COUNTS: {n} channel\\(s\\) hold non-integer counts"):
+        read_pha(p, row=0, load_responses=False)

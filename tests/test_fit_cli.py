@@ -88,19 +88,22 @@ def test_fit_writes_samples_summary_plots(tiny, capsys):
     pf = s["pileup_fraction"]
     assert 0.0 <= pf["ci90"][0] <= pf["median"] <= pf["ci90"][1] <= 1.0
     assert 0.0 <= s["checks"]["ppc"]["p_value"] <= 1.0 and s["checks"]["ppc"]["n_draws"] == 40
-    assert s["provenance"]["inputs"]["posterior_weights_sha256"] == cfg["weights_sha256"]
+    assert s["method"] == "npe" and s["setup_from_network"] is True
+    assert s["provenance"]["inputs"]["posterior_sha256"] == cfg["weights_sha256"]
     with h5py.File(out / "samples.h5", "r") as f:
         smp = f["samples"][:]
         assert smp.shape == (3000, 5)
-        assert [str(n) for n in f["samples"].attrs["names"]] == cfg["parameters"]
+        assert [str(n) for n in f["samples"].attrs["names"]] == [
+            n.replace(".", "_") for n in cfg["parameters"]]
         assert np.median(smp[:, 1]) == pytest.approx(s["parameters"]["PhoIndex"]["median"])
     import arviz as az
 
     idata = az.from_netcdf(out / "posterior.nc")
-    assert set(idata.posterior.data_vars) == set(cfg["parameters"])
-    assert idata.posterior.sizes["draw"] == 3000
+    assert set(idata.posterior.data_vars) == {n.replace(".", "_") for n in cfg["parameters"]}
+    assert idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"] == 2000
     assert float(idata.observed_data["counts"].sum()) == pytest.approx(2991, abs=1)
-    assert idata.posterior_predictive["expected_counts"].shape == (1, 40, 514)
+    assert idata.log_likelihood["counts"].shape[-1] == 514
+    assert np.isfinite(az.loo(idata).elpd_loo)
 
 
 def test_fit_is_reproducible_with_a_seed(tiny, capsys):
@@ -182,7 +185,8 @@ def test_validate_reports_and_writes_json(tiny, tmp_path, capsys):
     rc, out, err = run_cli(capsys, "validate", tiny / "post", "--n", 40, "--samples", 100,
                            "--seed", 11, "--out", tmp_path / "v", "--json", tmp_path / "v.json",
                            "--quiet")
-    assert rc == 0, err
+    # 0: calibrated; 1: the check ran and failed (a 3-epoch network may be miscalibrated)
+    assert rc in (0, 1), err
     res = json.loads((tmp_path / "v.json").read_text())
     assert res["n"] == 40 and res["posterior_samples"] == 100
     assert set(res["parameters"]) == {"nH", "PhoIndex", "norm", "pileup.alpha", "pileup.f"}
@@ -203,12 +207,13 @@ def test_fit_refuses_a_foreign_rmf_unless_forced(tmp_path, capsys):
     spec = _write_variant(tmp_path / "s.pi")
     with fits.open(tmp_path / "rmf.fits", mode="update") as rmf:
         rmf[1].header["HISTORY"] = "modified: not the response the posterior was trained with"
-    rc, out, err = run_cli(capsys, "fit", spec, "--out", tmp_path / "o")
+    post = DATA_DIR / "posterior_default"
+    rc, out, err = run_cli(capsys, "fit", spec, "--posterior", post, "--out", tmp_path / "o")
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "RMF rmf.fits differs from the RMF the posterior was trained with" in err
     assert "--force" in err and not (tmp_path / "o" / "summary.json").exists()
-    rc, out, err = run_cli(capsys, "fit", spec, "--force", "--samples", 300, "--ppc-draws", 10,
-                           "--no-plots", "--out", tmp_path / "o", "--quiet")
+    rc, out, err = run_cli(capsys, "fit", spec, "--posterior", post, "--force", "--samples", 300,
+                           "--ppc-draws", 10, "--no-plots", "--out", tmp_path / "o", "--quiet")
     assert rc == 0, err
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["flagged"] and s["provenance"]["forced"] is True
@@ -218,7 +223,7 @@ def test_fit_refuses_a_foreign_rmf_unless_forced(tmp_path, capsys):
 def test_empty_spectrum_is_refused(tmp_path, capsys):
     """A PHA with no rows at all (not just zero counts): one-line error naming the channels."""
     spec = _write_variant(tmp_path / "empty.pi", n_channels=0)
-    for extra in ((), ("--background", "none")):
+    for extra in (("--posterior", DATA_DIR / "posterior_default"), ("--background", "none")):
         rc, out, err = run_cli(capsys, "fit", spec, *extra, "--out", tmp_path / "o")
         assert rc == 2 and len(err.strip().splitlines()) == 1, err
         assert "has 0" in err and "channel" in err
@@ -327,14 +332,18 @@ def test_default_posterior_calibration_small(tmp_path):
 
 
 def test_demo_ends_with_the_ngc4258_fit(tmp_path, capsys):
-    """`simxray demo` (what `make demo` runs) ends by fitting NGC 4258 with the default
-    posterior and printing where the plots are."""
-    rc, out, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--n", 16, "--quiet")
+    """`simxray demo` (what `make demo` runs, here without the minutes-long nested model
+    comparison) ends by fitting NGC 4258 in Sherpa's walkthrough setup, 1-7 keV."""
+    rc, out, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--n", 16, "--quiet",
+                           "--no-compare")
     assert rc == 0, err
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("plots: ") and "corner.png" in last and "spectrum.png" in last
+    fit = tmp_path / "demo" / "fit" / "walkthrough_1-7keV"
     for f in ("samples.h5", "posterior.nc", "summary.json", "corner.png", "spectrum.png"):
-        assert (tmp_path / "demo" / "fit" / f).stat().st_size > 1000, f
-    s = json.loads((tmp_path / "demo" / "fit" / "summary.json").read_text())
-    assert s["n_samples"] == 10000 and s["total_counts"] == pytest.approx(2991, abs=1)
+        assert (fit / f).stat().st_size > 1000, f
+    s = json.loads((fit / "summary.json").read_text())
+    assert s["n_samples"] == 10000 and s["total_counts"] == pytest.approx(2792, abs=1)
+    assert s["model"] == "wabs*powerlaw" and s["energy_range"][0] == pytest.approx(0.9928)
+    # Sherpa's W-stat best fit is nH 4.49, Γ 0.86; BXA's posterior nH 4.30 ± 0.51, Γ 0.81 ± 0.22
+    assert abs(s["parameters"]["nH"]["median"] - 4.30) < 0.5 * 0.51 + 0.1
+    assert abs(s["parameters"]["PhoIndex"]["median"] - 0.81) < 0.5 * 0.22 + 0.05
     assert "source_bin10.pi" in s["spectrum"] and "NGC 4258" in out

@@ -9,11 +9,13 @@
   on 42 bins, 37 dof, nH 6.12101, gamma 1.41887; the issue's reproduction (6.1237, 1.4197)
   lies within the same tolerances.
 
-Tolerances: the statistic surface is flat along the norm-alpha-f ridge and shallow in nH and
-Gamma, so minimizers started elsewhere stop within ~1e-3 in the statistic; over five starts
-the W-stat fits spread by 5e-4 in nH and 3e-4 in Gamma.  A change of 1e-3 in chi^2 moves nH by
-about sd * sqrt(1e-3) = 0.02, so nH is checked to 0.01 and Gamma to 0.005 (1 % of their
-1-sigma errors), far tighter than any model or data change would leave them.
+Tolerances: the fits stop where the statistic changes by less than ~1e-3; near the optimum
+the statistic rises as ((x - best) / sd)^2, so a 1e-3 statistic tolerance allows
+|x - best| ~ sd * sqrt(1e-3) = 0.017 in nH (sd 0.54 W-stat, 0.66 chi^2) and 0.008 in Gamma
+(sd 0.24, 0.27): nH is checked to 0.02 and Gamma to 0.01 (4 % of their 1-sigma errors).  The
+W-stat optimum lies on a flat norm-alpha-f ridge that ends at alpha = 1 (statistic 506.7285;
+the interior of the ridge is 0.08 higher): different starts move along the ridge, nH and
+Gamma stay put.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import real_reference as rr  # noqa: E402
 
 REFERENCE = REPO / "benchmarks" / "results" / "real_reference.json"
 
-# One start away from the optimum (the benchmark itself uses five plus a Monte Carlo pass).
+# One start away from the optimum (the benchmark itself uses seven plus a Monte Carlo pass).
 START = {"nH": 3.0, "PhoIndex": 1.2, "norm": 1e-3, "alpha": 0.5, "f": 0.92}
 
 
@@ -47,24 +49,24 @@ def _clean_sherpa():
     ui.clean()
 
 
-def _fit(name: str) -> dict:
+def _fit(name: str, methods: tuple[str, ...]) -> dict:
     setup = rr.SETUPS[name]
     if not setup.path.is_file():
         pytest.skip(f"real spectrum not found: {setup.path}")
-    return rr.sherpa_best_fit(setup, starts=[START], errors=False, moncar=False)
+    return rr.sherpa_best_fit(setup, starts=[START], errors=False, moncar=False, methods=methods)
 
 
 def test_wstat_ngc4258_reproduces_cached_reference():
     ref = json.loads(REFERENCE.read_text())["setups"]["ngc4258_wstat_1-7"]
     cached = ref["sherpa"]
-    fit = _fit("ngc4258_wstat_1-7")
+    fit = _fit("ngc4258_wstat_1-7", ("neldermead", "levmar"))
     assert fit["numpoints"] == cached["numpoints"] == 412      # ungrouped channels, 1-7 keV
     assert fit["dof"] == cached["dof"] == 407
-    assert fit["statistic"] == pytest.approx(cached["statistic"], abs=0.01)
-    assert fit["best_fit"]["nH"] == pytest.approx(cached["best_fit"]["nH"], abs=0.01)
-    assert fit["best_fit"]["PhoIndex"] == pytest.approx(cached["best_fit"]["PhoIndex"], abs=0.005)
+    assert fit["statistic"] == pytest.approx(cached["statistic"], abs=0.005)
+    assert fit["best_fit"]["nH"] == pytest.approx(cached["best_fit"]["nH"], abs=0.02)
+    assert fit["best_fit"]["PhoIndex"] == pytest.approx(cached["best_fit"]["PhoIndex"], abs=0.01)
     # the values quoted in issue 12 (Sherpa W-stat best fit nH 4.49, Gamma 0.86)
-    assert fit["best_fit"]["nH"] == pytest.approx(4.49, abs=0.01)
+    assert fit["best_fit"]["nH"] == pytest.approx(4.49, abs=0.02)
     assert fit["best_fit"]["PhoIndex"] == pytest.approx(0.86, abs=0.01)
     # the cached conf interval brackets the best fit, ~0.5 wide in nH (issue: BXA sd 0.51)
     lo, hi = cached["conf"]["nH"]
@@ -73,14 +75,14 @@ def test_wstat_ngc4258_reproduces_cached_reference():
 
 
 def test_chi2gehrels_walkthrough_regression():
-    fit = _fit("ngc4258_chi2gehrels_1-7")
+    fit = _fit("ngc4258_chi2gehrels_1-7", ("levmar",))
     # Sherpa's regression test of its pileup thread (sherpa/astro/tests/test_astro.py)
     assert fit["numpoints"] == 42
     assert fit["dof"] == 37
     assert fit["statistic"] == pytest.approx(53.6112, abs=0.002)
     nh, gamma = fit["best_fit"]["nH"], fit["best_fit"]["PhoIndex"]
-    assert nh == pytest.approx(6.12101, abs=0.01)
-    assert gamma == pytest.approx(1.41887, abs=0.005)
+    assert nh == pytest.approx(6.12101, abs=0.02)
+    assert gamma == pytest.approx(1.41887, abs=0.01)
     # the issue's reproduction with simxray's wabs
-    assert nh == pytest.approx(6.1237, abs=0.01)
-    assert gamma == pytest.approx(1.4197, abs=0.005)
+    assert nh == pytest.approx(6.1237, abs=0.02)
+    assert gamma == pytest.approx(1.4197, abs=0.01)

@@ -9,7 +9,7 @@ when the script is rerun with the same arguments):
 
 1. ``simxray simulate simulations/acis_ngc4258.toml --n N --seed SEED`` -> WORK/sims.h5;
 2. ``simxray train`` with ``training/npe_ngc4258.toml`` (CNN/Anscombe embedding as the
-   default posterior; at most 60 epochs, early stopping after 10 without progress);
+   default posterior; at most 40 epochs, early stopping after 10 without progress);
 3. ``simxray validate`` on ``--validate-n`` fresh simulations (seed SEED + 1000);
 4. the real spectrum (``--spectrum``, default the embedded NGC 4258 one): posterior
    medians, 68 % intervals, the posterior-predictive C-stat p-value (``--ppc-draws``
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=40000, help="simulations (default %(default)s)")
     ap.add_argument("--seed", type=int, default=1, help="simulation seed (default %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="simulation processes")
-    ap.add_argument("--epochs", type=int, default=60, help="maximum epochs (default %(default)s)")
+    ap.add_argument("--epochs", type=int, default=40, help="maximum epochs (default %(default)s)")
     ap.add_argument("--validate-n", type=int, default=500,
                     help="validation simulations (default %(default)s)")
     ap.add_argument("--spectrum", default=None,

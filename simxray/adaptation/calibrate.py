@@ -101,13 +101,13 @@ class Calibration:
                                   "the calibration.json written by 'simxray adapt'", path=path) from None
 
     def save(self, path: str | os.PathLike) -> None:
-        from ..inference.saving import write_json
+        from ..io.modeldir import write_json
 
         write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
-        from ..inference.saving import read_json
+        from ..io.modeldir import read_json
 
         return cls.from_dict(read_json(path), path=path)
 
@@ -358,7 +358,7 @@ def calibrate(pairs: list[Pair], source: FitSpaceModel, start: np.ndarray, *,
 
 def write_calibration(path: str | os.PathLike, cal: Calibration, extra: dict | None = None) -> Path:
     """calibration.json with provenance (atomic)."""
-    from ..inference.saving import write_json
+    from ..io.modeldir import write_json
     from ..provenance import provenance
 
     d = cal.to_dict()

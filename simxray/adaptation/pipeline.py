@@ -159,7 +159,8 @@ def misspecification_scores(res: AdaptResult, x_obs: np.ndarray, rng: np.random.
 def write_outputs(out_dir: str | os.PathLike, res: AdaptResult, extra: dict | None = None,
                   overwrite: bool = False) -> Path:
     """Write the adaptation products to ``out_dir`` (see module doc)."""
-    from ..inference.saving import save_posterior, write_json
+    from ..inference.saving import save_posterior
+    from ..io.modeldir import write_json
     from ..provenance import provenance
     from .calibrate import write_calibration
 

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="alpha energy dependence (default %(default)s)")
     p.add_argument("--grid", default=None, help="Davis kernel grid: 'sherpa', N or N:EMAX "
                                                 "(default: the file's pileup_grid)")
-    p.add_argument("--n", "--n-sims", dest="n_sims", type=int, default=4000,
+    p.add_argument("--n", "--n-sims", dest="n_sims", type=int, default=4000, metavar="N",
                    help="NPE training simulations (default %(default)s; --n-sims is a deprecated alias)")
     p.add_argument("--epochs", type=int, default=150, help="largest number of NPE epochs (default %(default)s)")
     p.add_argument("--max-minutes", type=float, default=4.0, help="NPE training time limit per network, min")

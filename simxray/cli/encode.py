@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.outputs import atomic_file, check_output
     from ..provenance import provenance, sha256
 
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(1)        # batches run in --threads worker threads instead
     for name in ("steps", "batch_size", "k"):
         if getattr(args, name) < 1:
             raise ParameterError(f"must be >= 1, got {getattr(args, name)}", field=f"--{name.replace('_', '-')}")
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- encode
     t0 = time.perf_counter()
     enc = model.encode(events, steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                       progress=not args.quiet, method=args.method)
+                       workers=max(1, args.threads), progress=not args.quiet, method=args.method)
     dt = time.perf_counter() - t0
     anomaly = None
     analyse = bool(fits_inputs) and not args.no_analysis
@@ -215,15 +215,28 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, steps=args.steps, lr=args.lr, method=args.method,
                       selection={"ra": args.ra, "dec": args.dec, "radius_arcsec": args.radius,
                                  "region": args.region, "bkg_arcsec": args.bkg, "order": args.order,
-                                 "rmf": args.rmf})
+                                 "rmf": args.rmf},
+                      analysis=None if not analyse else {
+                          "classifier": "HistGradientBoosting on the model's reference latents (kind_id), seed 0",
+                          "null_sims": args.null_sims, "bootstrap": args.bootstrap,
+                          "baseline": "bayesian_blocks p0=0.01, Z2 search FAP<1e-3"})
     # ---- light-curve bins
     bins = []
     for e in events:
         b = args.bin or max(e.span / 40.0, 10 * (e.frame_time or 3.24104))
         bins.append(float(min(b, e.span)))
+    import contextlib
+
     from ..events.realencode import json_safe
 
-    with atomic_file(args.out, overwrite=args.overwrite, inputs=args.inputs) as tmp:
+    # all outputs are written to temporary siblings and moved into place together at the end;
+    # any failure removes every temporary and leaves earlier outputs untouched
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_file(args.out, overwrite=args.overwrite, inputs=args.inputs))
+        tmp_report = stack.enter_context(atomic_file(args.report, overwrite=args.overwrite, inputs=args.inputs,
+                                                     field="--report")) if args.report else None
+        tmp_plot = stack.enter_context(atomic_file(args.plot, overwrite=args.overwrite, inputs=args.inputs,
+                                                   field="--plot")) if args.plot else None
         with h5py.File(tmp, "w") as f:
             f["z"] = enc.z
             f["scale"] = enc.scale
@@ -272,34 +285,32 @@ def run(args: argparse.Namespace) -> int:
             f.attrs["band_edges_keV"] = np.asarray(model.cfg.band_edges)
             f.attrs["provenance"] = json.dumps(prov, default=str)
             f.attrs["rate_definition"] = "rate(t, band) = scale * rho((t - tstart) / span, band | z) counts/s"
-    if args.report:
-        doc = {"provenance": prov, "read_seconds": t_read, "encode_seconds": dt,
-               "sources": [r for r in results if r is not None]}
-        with atomic_file(args.report, overwrite=args.overwrite, inputs=args.inputs) as tmp:
-            tmp.write_text(json.dumps(json_safe(doc), indent=1, default=str))
-    if args.plot:
-        import matplotlib
+        if tmp_report is not None:
+            doc = {"provenance": prov, "read_seconds": t_read, "encode_seconds": dt,
+                   "sources": [r for r in results if r is not None]}
+            tmp_report.write_text(json.dumps(json_safe(doc), indent=1, default=str))
+        if tmp_plot is not None:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
 
-        idx = [i for i, r in enumerate(results) if r is not None]
-        fig, axes = plt.subplots(len(idx), 3, figsize=(9, 1.7 * len(idx) + 0.4), squeeze=False)
-        for row, i in enumerate(idx):
-            plot_observation(axes[row], model, enc, i, observations[i], bins[i])
-            r = results[i]
-            label = r["name"][:40]
-            if "ppad" in r:
-                label += f"\nPPAD {r['ppad']['final_class']} (classifier {r['ppad']['class']} " \
-                         f"{r['ppad']['class_probability']:.2f}); baseline {r['baseline']['class']}"
-            axes[row, 0].set_ylabel("counts/s", fontsize=6)
-            axes[row, 0].text(0.01, 0.97, label, transform=axes[row, 0].transAxes, fontsize=5.5, va="top")
-        for ax in axes[-1]:
-            ax.set_xlabel("time - tstart (ks)", fontsize=6)
-        fig.tight_layout()
-        with atomic_file(args.plot, overwrite=args.overwrite, inputs=args.inputs) as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
+            idx = [i for i, r in enumerate(results) if r is not None]
+            fig, axes = plt.subplots(len(idx), 3, figsize=(9, 1.7 * len(idx) + 0.4), squeeze=False)
+            for row, i in enumerate(idx):
+                plot_observation(axes[row], model, enc, i, observations[i], bins[i])
+                r = results[i]
+                label = r["name"][:40]
+                if "ppad" in r:
+                    label += f"\nPPAD {r['ppad']['final_class']} (classifier {r['ppad']['class']} " \
+                             f"{r['ppad']['class_probability']:.2f}); baseline {r['baseline']['class']}"
+                axes[row, 0].set_ylabel("counts/s", fontsize=6)
+                axes[row, 0].text(0.01, 0.97, label, transform=axes[row, 0].transAxes, fontsize=5.5, va="top")
+            for ax in axes[-1]:
+                ax.set_xlabel("time - tstart (ks)", fontsize=6)
+            fig.tight_layout()
+            fig.savefig(tmp_plot, dpi=90, format="png")
+            plt.close(fig)
     if not args.quiet:
         print(f"read {len(events)} sources in {t_read:.2f} s; encoded in {dt:.1f} s "
               f"({len(events) / max(dt, 1e-9):.1f} sources/s) -> {args.out}")

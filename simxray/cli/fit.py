@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
           f"{' + jdpileup' if s['pileup'] else ''}; {s['statistic']}")
     print(f"method: {s['method']} ({s['method_reason']}); {s['n_samples']} samples in "
           f"{s['timing_s']['total']:.1f} s")
+    for n in s.get("notes", []):
+        print(f"note: {n}")
     print(format_summary(s))
     d = s.get("sampler") or {}
     if "n_walkers" in d:

@@ -19,8 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "An interrupted run continues when the same command is rerun; the same seed "
                     "gives the same dataset for any --workers or --scheduler. One process writes "
                     "a dataset at a time: a second one is refused with the first one's PID.")
-    p.add_argument("config", metavar="CONFIG.toml",
-                   help="simulation config (e.g. simulations/acis_default.toml)")
+    p.add_argument("config", metavar="CONFIG.toml", nargs="?",
+                   help="simulation config (e.g. simulations/acis_default.toml); or --config")
+    p.add_argument("--config", dest="config_opt", metavar="CONFIG.toml",
+                   help="the simulation config, as the other commands name it")
     p.add_argument("--n", type=int, required=True, help="number of spectra")
     p.add_argument("--out", required=True, metavar="DATASET.h5",
                    help="HDF5 dataset to write (or to continue, when made with the same arguments)")
@@ -36,9 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ParameterError
     from ..simulator.campaign import run_campaign
     from ..simulator.config import load_config
 
+    if (args.config is None) == (args.config_opt is None):
+        raise ParameterError("expected one simulation config: CONFIG.toml or --config CONFIG.toml",
+                             field="--config")
+    args.config = args.config or args.config_opt
     cfg = load_config(args.config)
     argv = ["simulate", str(args.config), "--n", str(args.n), "--out", str(args.out),
             "--seed", str(args.seed)]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ._common import add_overwrite
+
+LOG = logging.getLogger("simxray.cli.tables")
 
 
 def add_build_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.cache, kind="dir", overwrite=True, field="--cache")
     out = build_table(args.output, photons_per_bin=args.photons, seed=args.seed, fits_out=args.fits,
                       overwrite=args.overwrite, cache_dir=args.cache,
-                      progress=lambda msg: None)
+                      progress=lambda msg: LOG.info("%s", msg))
     print(f"wrote {out}")
     return 0

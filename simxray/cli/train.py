@@ -36,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.npe import load_settings, train
     from ..io.outputs import check_output
     from ..simulator.campaign import dataset_rows
 
@@ -47,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     positive(args, "max_minutes", kind="number")
     check_output(args.out, kind="dir", overwrite=True, inputs=[args.dataset, args.config])
     dataset_rows(args.dataset, min_rows=20)          # finished rows only; warns when unfinished
+    from ..inference.npe import load_settings, train  # heavy (torch, zuko): after the checks
+
     overrides = {}
     if args.embedding:
         overrides["embedding.type"] = args.embedding

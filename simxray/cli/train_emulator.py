@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-basis", type=int, help="principal components of log mu (0: none)")
     p.add_argument("--batch-size", type=int, help="spectra per optimiser step")
     p.add_argument("--max-minutes", type=float, help="stop after this much training time")
-    p.add_argument("--n", "--n-train", dest="n_train", type=int,
+    p.add_argument("--n", "--n-train", dest="n_train", type=int, metavar="N",
                    help="use only the first N spectra of the dataset (--n-train is a deprecated "
                         "alias)")
     p.add_argument("--seed", type=int, help="training seed")
@@ -51,7 +51,6 @@ def load_settings(path: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.emulator import train_emulator
     from ..io.outputs import check_output
     from ..simulator.campaign import dataset_rows
 
@@ -59,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     positive(args, "max_minutes", kind="number")
     check_output(args.out, kind="dir", overwrite=True, inputs=[args.dataset, args.config])
     dataset_rows(args.dataset, min_rows=20)          # finished rows only; warns when unfinished
+    from ..inference.emulator import train_emulator  # heavy (torch): after the checks
+
     settings = load_settings(args.config)
     for key in ("target", "epochs", "hidden", "layers", "n_basis", "batch_size", "max_minutes",
                 "n_train", "seed"):
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if v is not None:
             settings[key] = v
     emu = train_emulator(args.dataset, args.out, settings=settings, quiet=not show_progress(args),
-                         threads=args.threads, overwrite=args.overwrite)
+                         overwrite=args.overwrite)
     t = emu.config["training"]
     v = t.get("validation_accuracy") or {}
     print(f"trained {t['epochs']} epochs ({t['stop_reason']}) in {t['seconds']:.0f} s; best "

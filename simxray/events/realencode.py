@@ -19,16 +19,14 @@ frozen PPAD and returns one JSON-ready dict per source:
 The PPAD class comes from a histogram gradient-boosting classifier trained on the model's
 own reference latents (4000 simulated sources of the six classes, labels ``kind_id``) with
 the decoded features of :func:`~simxray.events.features.feature_matrix`; it is refitted
-on first use (about 20 s on one core) and cached in memory and, when writable, in
-``$XDG_CACHE_HOME/simxray`` (``~/.cache/simxray``), keyed by the weights' SHA-256.
+on first use in a process (about 20 s on one core) and kept in memory only: nothing is
+pickled to disk (the project never unpickles files).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,35 +73,10 @@ class VariabilityClassifier:
         import sklearn
 
         key = f"{key[:24]}-sk{sklearn.__version__}-s{seed}"
-        self.clf = self._memory.get(key) or self._load(key)
-        if self.clf is None:
+        self.clf = self._memory.get(key)
+        if self.clf is None:      # refitted per process: no pickled classifier on disk
             self.clf = fit_classifier(feature_matrix(model, z), y, seed=seed)
-            self._store(key)
         self._memory[key] = self.clf
-
-    @staticmethod
-    def _cache_file(key: str) -> Path:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simxray"
-        return base / f"ppad_classifier_{key}.pkl"
-
-    def _load(self, key: str):
-        p = self._cache_file(key)
-        try:
-            with open(p, "rb") as fh:
-                return pickle.load(fh)  # noqa: S301 - our own cache file
-        except Exception:  # noqa: BLE001 - a missing or stale cache is refitted
-            return None
-
-    def _store(self, key: str) -> None:
-        p = self._cache_file(key)
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                pickle.dump(self.clf, fh)
-            os.replace(tmp, p)
-        except OSError:
-            pass
 
     def predict_proba(self, z: np.ndarray) -> np.ndarray:
         """(S, 6) class probabilities."""

@@ -102,12 +102,29 @@ def _card_value(card: str) -> str:
 
 def fits_problem(path: str | os.PathLike) -> str | None:
     """Walk a FITS file's headers without reading data; a one-line description of why it is
-    truncated or not FITS, or None when every HDU's header and data fit in the file."""
+    truncated or not FITS, or None when every HDU's header and data fit in the file.
+    Gzipped files (``.fits.gz``, as the archive ships evt2) are walked through the stream."""
+    import gzip
+    import zlib
+
     p = Path(path)
-    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    if gz:                                   # archive evt2 files come gzipped: walk the stream
+        try:
+            size = 0
+            with gzip.open(p, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    size += len(chunk)
+        except (EOFError, OSError, zlib.error) as exc:
+            return f"truncated or corrupt gzip stream ({type(exc).__name__}: {exc})"
+        opener = gzip.open
+    else:
+        size = p.stat().st_size
+        opener = open
     if size < 2880:
         return f"not a FITS file or truncated: {size} bytes, shorter than one 2880-byte FITS block"
-    with open(p, "rb") as fh:
+    with opener(p, "rb") as fh:
         pos, hdu = 0, 0
         while pos < size:
             keys: dict[str, str] = {}
@@ -211,7 +228,7 @@ def time_system(header) -> dict:
 def _gti_blocks(hdul, path: Path) -> list[tuple[int | None, np.ndarray]]:
     out = []
     for h in hdul[1:]:
-        if h.name.upper() not in ("GTI", "STDGTI"):
+        if not h.name.upper().startswith(("GTI", "STDGTI")):
             continue
         cm = _colmap(h)
         if "start" not in cm or "stop" not in cm:
@@ -248,8 +265,12 @@ def _energy_kev(hdu, cm: dict, path: Path, rmf: str | os.PathLike | None) -> tup
         scale = 1.0 if unit == "kev" else 1e-3
         return np.asarray(data[cm["energy"]], np.float64) * scale, f"energy column ({unit or 'eV'})"
     if "pi" not in cm:
-        raise FileFormatError("neither an energy nor a pi column; cannot assign energy bands", path=path,
+        raise FileFormatError("neither an ENERGY nor a PI column; cannot assign energy bands", path=path,
                               field="EVENTS.ENERGY")
+    if str(hdr.get("INSTRUME", "")).strip().upper().startswith("HRC") and rmf is None:
+        raise FileFormatError("an HRC event file has no usable event energies (HRC pi is not an energy "
+                              "scale); PPAD's bands need ACIS energies or an RMF (--rmf)", path=path,
+                              field="EVENTS.PI")
     pi = np.asarray(data[cm["pi"]], np.int64)
     if rmf is not None:
         from ..io.ogip import read_rmf
@@ -393,6 +414,9 @@ def _read(hdul, p: Path, ra, dec, radius, region, bkg, order, rmf, missing_gti) 
         if wcs is None:
             raise FileFormatError("a background annulus needs sky WCS keywords", path=p, field="EVENTS.x")
         r_in, r_out = (float(v) for v in bkg)
+        if not 0 <= r_in < r_out:
+            raise ParameterError(f"annulus radii must satisfy 0 <= inner < outer (arcsec), got {r_in:g}, "
+                                 f"{r_out:g}", field="--bkg")
         cx, cy = src_reg.centre
         bkg_reg = Region.annulus(cx, cy, r_in / wcs.arcsec_per_pixel, r_out / wcs.arcsec_per_pixel,
                                  f"annulus {r_in:g}-{r_out:g} arcsec")
@@ -419,6 +443,9 @@ def _read(hdul, p: Path, ra, dec, radius, region, bkg, order, rmf, missing_gti) 
         meta["selection"] = "whole file"
         notes.append("no source region given: every event in the file is treated as one source "
                      "(right for a cut-out such as *_sgra_evt2.fits)")
+        if "regevt3" in p.name.lower() or any(h.name.upper() == "MASK" for h in hdul[1:]):
+            notes.append("a CSC regevt3 file holds the whole background region of interest around the "
+                         "source: pass its reg3 file (--region) to select the source and background")
     src_mask = keep & in_src
     meta["n_events_region"] = int(src_mask.sum())
     # ---- CCDs and GTIs

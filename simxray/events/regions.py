@@ -5,14 +5,13 @@
   ``TCRPXn`` (pixel) and ``TCDLTn`` (deg per pixel); ACIS sky pixels are 0.492 arcsec.
 * :class:`Shape` / :class:`Region`: circles, annuli, ellipses and (rotated) boxes in
   sky pixels, with exclusions (``-circle(...)`` in ds9, ``!circle`` in FITS regions); a
-  region's area (pixel², exact for each shape, exclusions subtracted when they lie inside)
-  scales background counts to the source region.
+  region's area (pixel²: exact for a single shape, otherwise counted on a grid of at most
+  2000 x 2000 cells of >= 0.05 pixel) scales background counts to the source region.
 * :func:`read_region`: a ds9/CIAO text region file (``fk5``/``icrs`` with degrees,
   sexagesimal or arcsec/arcmin radii, or ``physical`` pixels) or a FITS region file (CIAO
-  ``REGION`` extension with ``SHAPE``, ``X``, ``Y``, ``R``, ``ROTANG``, e.g. a CSC ``reg3``
-  file or the ``REGION`` block of a CSC ``regevt3`` / grating evt2 file); FITS extensions
-  named ``BKGREG`` (or rows with ``COMPONENT`` > 1 in a file that also has ``SRCREG``)
-  are the background.
+  tables with ``SHAPE``, ``X``, ``Y``, ``R``, ``ROTANG``): a CSC ``reg3`` file (per-stack
+  ``SRCREG``/``BKGREG``, per-observation ``ECF90REG*`` ellipses) or a ``REGION`` block such
+  as a grating evt2's.
 
 Example
 -------
@@ -170,8 +169,8 @@ class Region:
 
     @property
     def area(self) -> float:
-        """Area (pixel²): a Monte-Carlo-free estimate, exact for one included shape with
-        exclusions lying wholly inside it; otherwise computed on a 0.05-pixel grid."""
+        """Area (pixel²): exact for a single included shape without exclusions, otherwise
+        counted on a grid of at most 2000 x 2000 cells (>= 0.05 pixel)."""
         inc = [s for s in self.shapes if not s.exclude]
         exc = [s for s in self.shapes if s.exclude]
         if len(inc) == 1 and not exc:
@@ -324,9 +323,11 @@ def _fits_shapes(hdu, *, path: str | None) -> list[tuple[int, Shape]]:
 def read_region(path: str | os.PathLike, wcs: SkyWCS | None = None) -> tuple[Region, Region | None]:
     """(source region, background region or None) from a ds9 text or a CIAO FITS region file.
 
-    FITS: extension ``SRCREG`` (source) and ``BKGREG`` (background) when present, else the
-    ``REGION`` extension: rows of component 1 are the source (for a grating evt2's REGION
-    block, the zeroth-order circle), and no background.
+    FITS: extension ``SRCREG`` (source) and ``BKGREG`` (background) when present (CSC
+    per-stack reg3), else the broad-band 90 % ECF ellipse ``ECF90REGB`` (CSC per-observation
+    reg3; ``ECF90REGW`` for HRC), else the ``REGION`` extension: rows of the first component
+    are the source (for a grating evt2's REGION block, the zeroth-order circle), and no
+    background.
     """
     p = Path(path)
     if not p.is_file():
@@ -342,13 +343,20 @@ def read_region(path: str | os.PathLike, wcs: SkyWCS | None = None) -> tuple[Reg
                     src = [s for _, s in _fits_shapes(by_name["SRCREG"], path=str(p))]
                     bkg = [s for _, s in _fits_shapes(by_name["BKGREG"], path=str(p))] if "BKGREG" in by_name \
                         else []
+                elif any(n.startswith("ECF90REG") for n in by_name):
+                    # per-observation CSC reg3: 90 % ECF ellipses per band; broad band (B) first, else
+                    # the first one (HRC: W); no background block
+                    key = "ECF90REGB" if "ECF90REGB" in by_name else sorted(
+                        n for n in by_name if n.startswith("ECF90REG"))[0]
+                    src = [s for _, s in _fits_shapes(by_name[key], path=str(p))]
+                    bkg = []
                 elif "REGION" in by_name:
                     rows = _fits_shapes(by_name["REGION"], path=str(p))
                     first = min(c for c, _ in rows) if rows else 1
                     src = [s for c, s in rows if c == first]
                     bkg = []
                 else:
-                    raise FileFormatError("no SRCREG or REGION extension", path=p, field="region")
+                    raise FileFormatError("no SRCREG, ECF90REG* or REGION extension", path=p, field="region")
         except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
             raise FileFormatError(f"not a readable FITS region file ({exc})", path=p, field="region") from None
         if not src:

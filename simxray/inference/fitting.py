@@ -8,8 +8,13 @@
 
 Methods (``method=``):
 
-``exact``   emcee on the exact batched simulator (Poisson likelihood: W-stat with a
-            background spectrum, else C-stat).  Works for every response and model.
+``exact``   the exact batched simulator (Poisson likelihood: W-stat with a background
+            spectrum, else C-stat): a short emcee pilot maps the posterior, importance
+            sampling from a Student-t mixture fitted to it gives the posterior (PSIS k̂
+            < 0.7 and 1,000 effective samples required; :mod:`~simxray.inference.importance`),
+            else emcee runs to convergence.  Works for every response and model.
+``emcee``   emcee alone: on a matching neural emulator (anchored to the simulator), else
+            on the exact simulator, run to 50 autocorrelation times.
 ``nested``  UltraNest (vectorised MLFriends) on the same likelihood: the posterior and the
             Bayesian evidence ln Z, to compare models (with/without a soft component, with/
             without pileup).
@@ -17,7 +22,6 @@ Methods (``method=``):
             (:mod:`simxray.inference.sequential`), ending with a local coverage check.
 ``npe``     an amortised posterior (shipped or ``simxray train``-ed): used only when its
             response, model, prior and channels match the request exactly.
-``emcee``   emcee on a matching neural emulator (anchored to the simulator), else exact.
 ``auto``    ``npe`` when a shipped or given posterior matches, else ``emcee``; the result's
             summary says which path ran and why (``summary["method_reason"]``).
 """
@@ -46,9 +50,9 @@ REL_TOL = 1e-3
 # -- matching trained networks ----------------------------------------------------------------
 
 def _same_prior(a: dict, b: dict, rtol: float = 1e-6) -> str | None:
-    """None when two Prior.to_dict() lists agree, else the first difference."""
-    da = {d["name"]: d for d in a}
-    db = {d["name"]: d for d in b}
+    """None when two ``Prior.to_dict()`` descriptions agree, else the first difference."""
+    da = {d["name"]: d for d in (a.get("parameters", []) if isinstance(a, dict) else a)}
+    db = {d["name"]: d for d in (b.get("parameters", []) if isinstance(b, dict) else b)}
     if set(da) != set(db):
         return f"parameters {sorted(set(da) ^ set(db))} differ"
     for n, x in da.items():
@@ -80,7 +84,7 @@ def network_mismatch(cfg: dict, problem: FitProblem) -> list[str]:
                    f"{problem.obs.noticed_channels[1]}")
     elif not problem.inner.all():
         out.append("the noticed channels have holes (bad QUALITY or ignored ranges)")
-    d = _same_prior(cfg.get("prior") or [], problem.prior.to_dict())
+    d = _same_prior(cfg.get("prior") or {}, problem.prior.to_dict())
     if d:
         out.append(f"prior differs ({d})")
     return out
@@ -96,13 +100,15 @@ def _candidate_posteriors(posterior) -> list[Path]:
 
 def find_posterior(problem: FitProblem, posterior=None) -> tuple[Path | None, list[str]]:
     """The first shipped (or the given) posterior that matches; else (None, reasons)."""
-    from .saving import load_config
+    from .saving import read_posterior_config as load_config
 
     reasons = []
     for p in _candidate_posteriors(posterior):
         try:
             cfg = load_config(p)
         except SimxrayError as exc:
+            if posterior is not None:        # the user's own folder: say what is wrong
+                raise
             reasons.append(f"{p.name}: {exc}")
             continue
         why = network_mismatch(cfg, problem)
@@ -117,7 +123,8 @@ def find_posterior(problem: FitProblem, posterior=None) -> tuple[Path | None, li
 def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, device=None):
     import torch
 
-    from .saving import load_config, load_posterior
+    from .saving import load_posterior
+    from .saving import read_posterior_config as load_config
 
     cfg = load_config(post_dir)
     x = problem.obs.counts[problem.slice]
@@ -147,7 +154,7 @@ def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, dev
 
 
 def _run_emcee(problem: FitProblem, n_samples: int, seed: int, *, emulator=None,
-               quiet: bool = True, **kw):
+               quiet: bool = True, importance: bool = False, **kw):
     from .mcmc import sample_emcee
 
     with warnings.catch_warnings():
@@ -163,10 +170,10 @@ def _run_emcee(problem: FitProblem, n_samples: int, seed: int, *, emulator=None,
                                background=problem.background,
                                background_scale=problem.background_scale,
                                n_samples=n_samples, seed=seed, quiet=quiet, keep_chain=True,
-                               **kw)
+                               importance=importance, **kw)
     d = res.diagnostics
     burn = int(d["burn_in"])
-    chains = res.chain[burn:] if res.chain is not None else None
+    chains = res.chain[burn:] if res.chain is not None and "importance" not in d else None
     clp = res.chain_log_prob[burn:] if res.chain_log_prob is not None else None
     return res.samples, {"sampler": d, "warnings": [f"emcee: {w}" for w in res.warnings],
                          "chains": chains, "chain_log_prob": clp}
@@ -202,32 +209,59 @@ def run_nested(problem: FitProblem, *, seed: int = 0, min_live_points: int = 400
             "dlogz": dlogz}
 
 
-def _run_snpe(problem: FitProblem, n_samples: int, seed: int, quiet: bool, **kw):
+def _run_snpe(problem: FitProblem, n_samples: int, seed: int, quiet: bool,
+              n_reweight: int = 4000, **kw):
+    """Truncated sequential NPE for this observation, then its draws importance-reweighted
+    with the exact likelihood (:mod:`simxray.inference.reweight`): the returned samples are
+    the exact posterior when Pareto k̂ < 0.7 (else the network's, with a warning)."""
+    import torch
+
+    from .reweight import reweight
     from .sequential import fit_tsnpe
 
     sim = problem.simulator
     bmu_saved = sim.background_mu
     try:
-        sim.background_mu = (None if problem.obs.background is None else
-                             problem.obs.background_counts[problem.slice]
-                             * (problem.obs.background_scale[problem.slice]
-                                if np.ndim(problem.obs.background_scale)
-                                else float(problem.obs.background_scale)))
+        bmu = problem.expected_background()
+        if bmu is not None:   # the simulator's channels are the noticed slice
+            full = np.zeros(problem.inner.size)
+            full[problem.inner] = bmu
+            bmu = full
+        sim.background_mu = bmu
         x = problem.obs.counts[problem.slice]
         res = fit_tsnpe(sim, x, prior=problem.prior, mask=problem.inner, seed=seed,
-                        quiet=quiet, **kw)
+                        quiet=quiet, n_samples=max(n_samples, n_reweight), log=log.info, **kw)
     finally:
         sim.background_mu = bmu_saved
-    samples = np.asarray(res.samples)
-    if len(samples) > n_samples:
-        samples = samples[:n_samples]
     diag = dict(res.diagnostics)
     checks = {}
-    lc = diag.get("local_coverage")
+    lc = diag.pop("local_coverage", None)
     if lc is not None:
         checks["local_coverage"] = lc
-    return samples, {"sampler": {k: v for k, v in diag.items() if k != "local_coverage"},
-                     "checks": checks, "warnings": list(diag.get("warnings", []))}
+    warn = list(diag.get("warnings", []))
+    rng = np.random.default_rng(seed + 11)
+    draws = np.asarray(res.samples)[:n_reweight]
+    samples = np.asarray(res.samples)[:n_samples]
+    if res.estimator is not None and len(draws):
+        est = res.estimator
+        dev = next(est.parameters()).device
+        xo = torch.as_tensor(x[problem.inner], dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            lq = est.log_prob(torch.as_tensor(draws, dtype=torch.float32, device=dev),
+                              xo.expand(len(draws), -1)).double().cpu().numpy()
+        lp = problem.prior.log_prob(draws) + problem.likelihood()(draws)
+        rw = reweight(lp, lq, n_samples, rng)
+        info = {k: v for k, v in rw.items() if k != "index"}
+        checks["importance"] = info
+        if rw["reliable"]:
+            samples = draws[rw["index"]]
+        else:
+            warn.append(f"importance reweighting with the exact likelihood unreliable "
+                        f"(Pareto k = {rw['khat']:.2f} >= 0.7): the network's samples are "
+                        "returned; compare with --method exact")
+    diag.update(rounds=res.rounds, n_simulations=res.n_simulations, seconds=res.seconds,
+                sampler="TSNPE (Deistler et al. 2022) + exact-likelihood importance reweighting")
+    return samples, {"sampler": diag, "checks": checks, "warnings": warn}
 
 
 # -- the entry point --------------------------------------------------------------------------
@@ -237,6 +271,7 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
         posterior=None, emulator=None, force: bool = False, ppc_draws: int = 100,
         bands=None, quiet: bool = True, device=None, n_effective: int = 1000,
         max_steps: int = 20000, n_walkers: int | None = None, nested_live_points: int = 400,
+        importance: bool = True,
         snpe_options: dict | None = None) -> FitResult:
     """Fit an observation: returns a :class:`~simxray.inference.result.FitResult`.
 
@@ -259,32 +294,55 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
         raise SimxrayError(f"expected a positive number of samples, got {n_samples}",
                            field="samples")
     t0 = time.perf_counter()
+    from ..observation import as_observation
+
+    observation = as_observation(observation)
+    network = posterior if posterior is not None else emulator
+    adopted = False
+    if network is not None and model is None and prior is None and not observation.filtered:
+        # a network named without a setup: fit the setup it was trained for
+        model, prior, pileup = _adopt_setup(network, observation,
+                                            "posterior" if posterior is not None else "emulator")
+        adopted = True
+    if posterior is not None and method == "auto":
+        method = "npe"
+    if emulator is not None and method == "auto":
+        method = "emcee"
     problem = FitProblem(observation, model or DEFAULT_MODEL, prior, pileup=pileup,
                          statistic=statistic)
     obs = problem.obs
-    log.info("fitting %s", problem.describe())
+    log.debug("fitting %s", problem.describe())
+    notes: list[str] = []
     warn: list[str] = list(getattr(obs, "read_warnings", []))
     n_bad = int((~obs.good).sum())
     if n_bad:
-        warn_q = f"{n_bad} channel(s) with QUALITY > 0 excluded"
-        log.info(warn_q)
+        notes.append(f"{n_bad} channel(s) with QUALITY > 0 excluded")
     if obs.grouping is not None and (obs.grouping < 0).any():
-        log.info("the file's GROUPING is used for plots only: the Poisson likelihood works on "
-                 "ungrouped channels")
+        notes.append("the file's GROUPING is used for plots only: the Poisson likelihood "
+                     "works on ungrouped channels")
     reason = ""
     chosen = method
     post_dir = None
+    forced = False
     if method in ("auto", "npe"):
         post_dir, why = find_posterior(problem, posterior)
         if post_dir is None and method == "npe":
             if posterior is not None and force:
                 post_dir = Path(posterior)
-                warn.append(f"posterior used although it does not match ({why[0]}; --force)")
+                forced = True
+                warn += [f"{w} (fitted anyway: --force)" for w in
+                         network_mismatch(_load_cfg(posterior), problem)]
+            elif posterior is not None and why:
+                raise ResponseMismatchError(why[0].split(": ", 1)[-1] + " (use --force to fit "
+                                            "anyway)", path=str(obs.path))
             else:
                 raise ResponseMismatchError(
                     "no amortised posterior matches this observation, model, prior and "
                     f"energy range ({'; '.join(why) or 'none found'}); use --method exact, "
                     "nested or snpe (no training needed)", path=str(obs.path))
+        if post_dir is not None and _abund_changed():
+            warn.append("an abundance table other than the models' defaults is selected "
+                        "(set_abund); the amortised posterior was trained with the defaults")
         if post_dir is not None:
             chosen = "npe"
             reason = f"the amortised posterior {post_dir.name} matches this setup"
@@ -295,6 +353,8 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
     emu = None
     if chosen == "emcee":
         emu, why_e = _find_emulator(problem, emulator)
+        if emu is None and emulator is not None:
+            raise ResponseMismatchError(why_e[0].split(": ", 1)[-1], path=str(obs.path))
         if emu is None:
             chosen = "exact"
             reason = (reason + "; " if reason else "") + \
@@ -304,7 +364,7 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
             reason = (reason + "; " if reason else "") + f"emulator {Path(emu.path).name} matches"
     if not reason:
         reason = f"method {method} requested"
-    log.info("method: %s (%s)", chosen, reason)
+    log.debug("method: %s (%s)", chosen, reason)
 
     extra: dict = {}
     evidence = None
@@ -314,7 +374,9 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
     elif chosen in ("exact", "emcee"):
         samples, extra = _run_emcee(problem, n_samples, seed, emulator=emu, quiet=quiet,
                                     n_effective=n_effective, max_steps=max_steps,
-                                    n_walkers=n_walkers)
+                                    n_walkers=n_walkers,
+                                    importance=(chosen == "exact" and method != "emcee"
+                                                and importance))
     elif chosen == "nested":
         r = run_nested(problem, seed=seed, min_live_points=nested_live_points, quiet=quiet)
         rng = np.random.default_rng(seed)
@@ -336,7 +398,7 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
         "energy_range": list(obs.energy_range), "channels": list(obs.noticed_channels),
         "n_channels": problem.n_channels, "total_counts": float(problem.x.sum()),
         "n_samples": int(len(samples)), "parameters": {}, "checks": {}, "warnings": [],
-        "prior": problem.prior.to_dict(),
+        "prior": problem.prior.to_dict(), "notes": notes,
         "title": f"{obs.name}: {problem.model.expr}" + (" + pileup" if problem.pileup else "")
                  + f" ({chosen})",
     }
@@ -347,6 +409,13 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
         summary["sampler"] = extra["sampler"]
     if extra.get("network") is not None:
         summary["network"] = extra["network"]
+    imp = (extra.get("sampler") or {}).get("importance")
+    if evidence is None and imp and imp.get("reliable") and "logz" in imp:
+        evidence = {"logz": imp["logz"], "logz_err": imp["logz_err"],
+                    "method": "importance sampling (Student-t mixture from an emcee pilot)",
+                    "definition": "ln of the evidence for L = exp(-stat/2), stat = "
+                                  f"{problem.statistic} (XSPEC's, data-only terms removed), "
+                                  "prior normalised over its bounds"}
     if evidence is not None:
         summary["evidence"] = evidence
     warn += extra.get("warnings", [])
@@ -377,8 +446,12 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
                            "predictive_and_fluxes": round(time.perf_counter() - t_p, 3),
                            "total": round(time.perf_counter() - t0, 3)}
     ident = obs.identity()
+    summary["setup_from_network"] = adopted
+    from ..physics.absorption import abund_state
+
+    summary["abundances"] = abund_state()
     summary["provenance"] = provenance(
-        seed=seed, method=chosen,
+        seed=seed, method=chosen, forced=forced,
         inputs={"spectrum": ident["spectrum"], "arf": ident["arf"], "rmf": ident["rmf"],
                 "background": ident["background"],
                 "posterior": str(post_dir) if post_dir else None,
@@ -387,6 +460,40 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
     return FitResult(samples=samples, names=list(names), summary=summary,
                      chains=extra.get("chains"), chain_log_prob=extra.get("chain_log_prob"),
                      problem=problem, predictive=pred, method=chosen)
+
+
+def _abund_changed() -> bool:
+    from ..physics.absorption import MODEL_DEFAULT_ABUND, abund_state
+
+    st = abund_state()
+    return any(st[m] != MODEL_DEFAULT_ABUND[m] for m in st if m != "wabs")
+
+
+def _load_cfg(path) -> dict:
+    from .saving import read_posterior_config as load_config
+
+    return load_config(path)
+
+
+def _adopt_setup(network, obs, kind: str):
+    """(model, prior, pileup) a posterior or emulator folder was trained for; notices its
+    channels on ``obs``."""
+    from ..simulator.prior import Prior
+
+    p = Path(network)
+    if kind == "posterior":
+        cfg = _load_cfg(p)
+    else:
+        from .emulator import Emulator
+
+        cfg = Emulator.load(p).config
+    lo, hi = (int(v) for v in cfg["channels"])
+    obs.notice_channels(lo, hi)
+    prior = Prior.from_dict(cfg["prior"])
+    pile = (cfg.get("pileup") or {}).get("model", "none")
+    if pile == "none" and any(n.startswith("pileup.") for n in prior.names):
+        pile = "jdpileup"
+    return cfg["model"], prior, ("none" if pile == "none" else "jdpileup")
 
 
 def _find_emulator(problem: FitProblem, emulator=None):

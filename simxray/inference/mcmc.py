@@ -276,7 +276,8 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
                  background_scale: float | np.ndarray | None = None,
                  background_mu: np.ndarray | None = None, n_init: int | None = None,
                  init: np.ndarray | None = None, moves=None, quiet: bool = False,
-                 keep_chain: bool = False, anchor=None, n_starts: int = 4) -> McmcResult:
+                 keep_chain: bool = False, anchor=None, n_starts: int = 4,
+                 importance: bool = False, pilot_steps: int = 300) -> McmcResult:
     """Sample p(θ | counts) with emcee's affine-invariant ensemble sampler.
 
     spectrum : counts (C,) in the forward model's channels, or a
@@ -295,6 +296,11 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
         warning: the ensemble explores the best one and rarely crosses between modes.
     moves : emcee moves (default: 80 % DEMove + 20 % DESnookerMove, which on the piled
         NGC 4258 setup halves the autocorrelation time of emcee's default stretch move).
+    importance : first try MCMC-guided importance sampling
+        (:mod:`~simxray.inference.importance`): a ``pilot_steps`` emcee pilot maps the
+        posterior, a Student-t mixture fitted to it proposes draws weighted by the exact
+        posterior; accepted when PSIS k̂ < 0.7 and the ESS reaches ``n_effective``, else
+        the chain continues from the pilot as usual.
     anchor : with ``emulator``, the exact simulator (anything with ``expected``) to anchor
         the emulator to (:mod:`~simxray.inference.anchor`): a pilot chain on the plain
         emulator (``n_effective / 4`` effective samples), ~60 exact spectra at its draws, a
@@ -374,16 +380,17 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
     # -- run ---------------------------------------------------------------------------------------
     if moves is None:       # differential evolution: ~half the autocorrelation time of the
         moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]  # stretch move
-    def run_chain(state, target: int, label: str, rs_seed: int):
+    def run_chain(state, target: int, label: str, rs_seed: int, limit: int | None = None):
         """Blocks of ``block`` steps until converged (50 τ, ``target`` ESS) or max_steps."""
         smp = emcee.EnsembleSampler(nw, P, log_post, vectorize=True, moves=moves)
         smp.random_state = np.random.RandomState(rs_seed % 2**32).get_state()
         n_steps, why = 0, "max_steps"
-        bar = tqdm(total=max_steps, unit="step", disable=quiet, desc=f"emcee ({label})",
+        top = int(limit or max_steps)
+        bar = tqdm(total=top, unit="step", disable=quiet, desc=f"emcee ({label})",
                    dynamic_ncols=True)
         try:
-            while n_steps < max_steps:
-                n = min(block, max_steps - n_steps)
+            while n_steps < top:
+                n = min(block, top - n_steps)
                 state = smp.run_mcmc(state, n, progress=False)
                 n_steps += n
                 bar.update(n)
@@ -419,6 +426,40 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
         anchor_info = anchor_to_simulator(like, forward, anchor.expected, pilot_x, coords, rng)
         anchor_info.update(pilot_steps=pilot_steps, pilot_stop_reason=pilot_reason)
         start = ch[-1]                                      # walkers already in the bulk
+    if importance and anchor is None:
+        from .importance import guided_importance
+
+        pilot, p_steps, p_reason = run_chain(start, 10**9, f"{kind}, pilot", seed + 2,
+                                             limit=pilot_steps)
+        if p_reason == "interrupted":
+            raise KeyboardInterrupt
+        pch = pilot.get_chain()
+        pilot_x = pch[p_steps // 3:].reshape(-1, P)
+        gi = guided_importance(log_post, pilot_x, n_effective=n_effective,
+                               n_samples=n_samples, seed=seed + 3)
+        is_info = {k: v for k, v in gi.items() if k != "x"}
+        is_info.update(pilot_steps=p_steps, pilot_walkers=nw)
+        if gi["reliable"]:
+            samples = coords.to_theta(gi["x"])
+            seconds = time.perf_counter() - t0
+            theta_map = coords.to_theta(x_map[None])[0]
+            diag = {"sampler": "emcee pilot + importance sampling (PSIS)",
+                    "emcee_version": emcee.__version__, "forward_model": kind,
+                    "statistic": like.kind, "likelihood_path": "expected counts",
+                    "importance": is_info, "modes": [], "n_walkers": nw,
+                    "steps": p_steps, "burn_in": p_steps // 3, "stop_reason": "importance",
+                    "effective_sample_size_min": gi["ess"], "n_samples": int(len(samples)),
+                    "likelihood_calls": like.n_calls, "likelihood_spectra": like.n_spectra,
+                    "likelihood_seconds": like.seconds,
+                    "seconds_per_likelihood": like.seconds / max(1, like.n_spectra),
+                    "seconds": seconds,
+                    "seconds_per_1000_effective": seconds * 1000.0 / max(gi["ess"], 1e-9),
+                    "map": dict(zip(prior.names, map(float, theta_map), strict=True)),
+                    "seed": int(seed), "warnings": []}
+            return McmcResult(samples=samples, names=list(prior.names), diagnostics=diag,
+                              log_prob=np.full(len(samples), np.nan), forward=like.forward)
+        start = pch[-1]
+        anchor_info = None
     sampler, steps, reason = run_chain(start, n_effective,
                                        "emulator, anchored" if anchor_info else kind, seed)
     chain_x = sampler.get_chain()
@@ -643,7 +684,7 @@ def synthetic_spectrum(path: str | os.PathLike, theta: np.ndarray, *, seed: int 
     return Path(out), mu
 
 
-# -- `simxray fit --method emcee` -----------------------------------------------------------------
+# -- the legacy entry point -------------------------------------------------------------
 
 def fit_spectrum_emcee(spectrum: str | os.PathLike, emulator: str | os.PathLike | None = None, *,
                        out: str | os.PathLike | None = None, n_samples: int = 10000,
@@ -652,95 +693,23 @@ def fit_spectrum_emcee(spectrum: str | os.PathLike, emulator: str | os.PathLike 
                        rmf: str | None = None, background: str | None = None,
                        frame_time: float | None = None, n_effective: int = 1000,
                        max_steps: int = 20000, n_walkers: int | None = None,
-                       quiet: bool = True, threads: int = 1, anchor: bool = True):
-    """``simxray fit --method emcee``: emcee on the emulator (or, ``exact``, on the simulator
-    rebuilt for this spectrum's response), with the same outputs as the NPE fit.
-    ``anchor``: anchor the emulator to that simulator around the mode
-    (:mod:`~simxray.inference.anchor`; skipped with a warning if it cannot be rebuilt).
+                       quiet: bool = True, overwrite: bool = True):
+    """emcee on a trained emulator (default: the shipped one), anchored to the simulator,
+    in the setup it was trained for (``exact``: on the simulator instead):
+    ``simxray.fit(obs, emulator=..., method="emcee")``."""
+    from ..observation import Observation
+    from .emulator import default_emulator_dir
+    from .fitting import fit
 
-    Returns a :class:`~simxray.inference.fit.FitResult` whose summary adds ``method`` and
-    ``sampler`` (the MCMC diagnostics); its warnings include the sampler's.
-    """
-    import torch
-
-    from ..io.ogip import read_pha
-    from ..provenance import provenance, sha256
-    from .emulator import Emulator
-    from .fit import FitResult, build_simulator, predictive_check, summarise, write_outputs
-
-    t0 = time.perf_counter()
-    emu = Emulator.load(emulator)
-    cfg = emu.config
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        spec = read_pha(spectrum, arf=arf, rmf=rmf, background=background, frame_time=frame_time)
-    warn_list = [str(w.message) for w in caught]
-    problems = emu.check_spectrum(spec, force=force)
-    warn_list += [f"{p} (fitted anyway: --force)" for p in problems]
-    x = emu.select(spec)
-    n_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    sim = None
-    try:
-        if exact or ppc_draws > 0 or anchor:
-            try:
-                sim = build_simulator(cfg, spec)
-            except (SimxrayError, ImportError, ValueError, KeyError) as exc:
-                if exact:
-                    raise
-                warn_list.append(f"no posterior-predictive check and no anchoring: cannot rebuild "
-                                 f"the simulator ({str(exc).splitlines()[0]})")
-        prior = emu.prior
-        kw = {"simulator": sim} if exact else {"emulator": emu}
-        if not exact and anchor and sim is not None:
-            kw["anchor"] = sim
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = sample_emcee(spec, prior=prior, n_samples=n_samples, seed=seed,
-                               n_effective=n_effective, max_steps=max_steps, n_walkers=n_walkers,
-                               quiet=quiet, **kw)
-        t_sample = time.perf_counter()
-        names = res.names
-        samples = res.samples
-        pileup_on = (cfg.get("pileup") or {}).get("model", "none") != "none"
-        title = f"{Path(spectrum).name}: {cfg['model']}" + (" + pileup" if pileup_on else "") + \
-            f" (emcee, {'simulator' if exact else 'emulator'})"
-        summary: dict = {"spectrum": str(Path(spectrum).resolve()),
-                         "posterior": str(Path(emu.path).resolve()) if emu.path else "",
-                         "method": "emcee", "forward_model": "simulator" if exact else "emulator",
-                         "n_samples": int(len(samples)), "total_counts": float(x.sum()),
-                         "channels": emu.channels, "parameters": {}, "checks": {}, "warnings": [],
-                         "sampler": res.diagnostics}
-        for i, n in enumerate(names):
-            summary["parameters"][n] = summarise(samples[:, i])
-        pred = None
-        rng = np.random.default_rng(seed)
-        if sim is not None and ppc_draws > 0:
-            pred = predictive_check(sim, samples, x, rng, ppc_draws, summary)
-    finally:
-        torch.set_num_threads(n_threads)
-    summary["warnings"] = warn_list + [f"emcee: {w}" for w in res.warnings] + summary["warnings"]
-    summary["flagged"] = bool(summary["warnings"])
-    summary["timing_s"] = {"sample": round(t_sample - t0, 3),
-                           "predictive": round(time.perf_counter() - t_sample, 3)}
-    summary["provenance"] = provenance(
-        seed=seed, inputs={"spectrum": summary["spectrum"], "spectrum_sha256": sha256(spectrum),
-                           "emulator": summary["posterior"],
-                           "emulator_weights_sha256": cfg["weights_sha256"]},
-        method="emcee", forward_model=summary["forward_model"], forced=bool(force and problems))
-    result = FitResult(samples=samples, names=names, summary=summary)
+    obs = Observation.from_pha(spectrum, arf=arf, rmf=rmf, background=background,
+                               frame_time=frame_time)
+    res = fit(obs, emulator=emulator or default_emulator_dir(),
+              method="exact" if exact else "emcee", force=force, n_samples=n_samples,
+              seed=seed, ppc_draws=ppc_draws, n_effective=n_effective, max_steps=max_steps,
+              n_walkers=n_walkers, quiet=quiet)
     if out is not None:
-        outp = Path(out)
-        if outp.exists() and not outp.is_dir():
-            raise SimxrayError("exists and is not a directory", path=str(outp), field="--out")
-        result.files = write_outputs(outp, result, cfg, spec, x, pred, sim, plots, title=title)
-    summary["timing_s"]["total"] = round(time.perf_counter() - t0, 3)
-    if out is not None:
-        from .saving import write_json
-
-        write_json(Path(out) / "summary.json", summary)
-    return result
+        res.save(out, overwrite=overwrite, plots=plots)
+    return res
 
 
 __all__ = ["McmcResult", "Likelihood", "FastWStat", "sample_emcee", "fit_spectrum_emcee", "synthetic_spectrum"]

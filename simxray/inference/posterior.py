@@ -28,7 +28,8 @@ class Posterior:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> Posterior:
-        from .saving import load_config, load_posterior
+        from .saving import load_posterior
+        from .saving import read_posterior_config as load_config
 
         loaded = load_posterior(path, device=device)
         post = cls(loaded, Path(path))

@@ -340,6 +340,11 @@ class FitProblem:
                                    pileup=self.pileup, pileup_grid=pileup_grid,
                                    batch_size=batch_size, name=self.obs.name)
         self.x = self.obs.counts[sl][self.inner]
+        if self.x.sum() <= 0:
+            lo, hi = self.obs.energy_range
+            raise SimxrayError(f"no counts in the noticed channels ({lo:.3g}-{hi:.3g} keV); "
+                               "expected a non-empty spectrum", path=self.obs.path,
+                               field="COUNTS")
         if statistic not in ("auto", "wstat", "cstat"):
             raise ParameterError(f"expected auto, wstat or cstat, got {statistic!r}",
                                  field="statistic")

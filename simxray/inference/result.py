@@ -296,7 +296,7 @@ class FitResult:
         s = self.samples[:n].reshape(4, n // 4, -1)
         return s, None
 
-    def to_arviz(self, *, max_draws: int = 1000, log_likelihood: bool = True):
+    def to_arviz(self, *, max_draws: int = 2000, log_likelihood: bool = True):
         """An :class:`arviz.InferenceData` built with ArviZ's ``from_dict``: ``posterior``
         (per chain: emcee walkers; independent draws as 4 chains), ``sample_stats`` (lp),
         ``log_likelihood`` (per channel, so ``az.loo`` works), ``prior``,
@@ -399,22 +399,12 @@ class FitResult:
             files["corner"] = str(self.plot_corner(d / "corner.png"))
             if self.problem is not None:
                 files["spectrum"] = str(self.plot_spectrum(d / "spectrum.png"))
-        s = {k: v for k, v in self.summary.items() if not k.startswith("_")}
-        with open(d / "summary.json", "w") as fh:
-            json.dump(s, fh, indent=2, default=_json_default)
-            fh.write("\n")
+        from ..io.modeldir import write_json
+
+        write_json(d / "summary.json", {k: v for k, v in self.summary.items()
+                                        if not k.startswith("_")})
         files["summary"] = str(d / "summary.json")
         return files
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 # -- posterior predictive --------------------------------------------------------------------

@@ -75,15 +75,6 @@ def read_posterior_config(path: str | os.PathLike) -> dict:
 load_config = read_posterior_config
 
 
-def read_model_dir(path: str | os.PathLike, *, fmt: str, version: int, required, what: str,
-                   hint: str = "") -> dict:
-    """The former generic reader: :func:`simxray.io.modeldir.read_model_config` by format name."""
-    kind = next((k for k, (f, _) in FORMATS.items() if f == fmt), None)
-    if kind is None:
-        raise ValueError(f"unknown model-directory format {fmt!r}")
-    return _read_model_config(path, kind, required=required, what=what, hint=hint)
-
-
 def load_posterior(path: str | os.PathLike, device: str | None = None,
                    verify: bool = True) -> LoadedPosterior:
     """Rebuild the network of a posterior directory from config.json + weights.safetensors."""

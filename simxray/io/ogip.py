@@ -213,15 +213,14 @@ def _card_int(card: bytes) -> int | None:
         return None
 
 
-def fits_structure_problem(raw: bytes | memoryview, datasum: list | None = None) -> str | None:
+def fits_structure_problem(raw: bytes | memoryview) -> str | None:
     """Why the bytes of a FITS file are incomplete, or None when every HDU is complete.
 
     Walks the HDUs from their headers (BITPIX, NAXISn, PCOUNT, GCOUNT): a header or data unit
-    that runs past the end of the file means a truncated file.  With a ``datasum`` list, the
-    numbers of the HDUs whose data differ from their DATASUM keyword (32-bit ones'-complement
-    sum; when present and not blank) are appended to it: damaged data, or a file edited by a
-    tool that did not update DATASUM (as happens to real files).  Bytes after the last HDU
-    that do not start another one are ignored.
+    that runs past the end of the file means a truncated file (astropy would silently drop
+    such an HDU, and the reader would then report a missing extension).  Bytes after the last
+    HDU that do not start another one are ignored.  (DATASUM is not checked: real files and
+    tools often leave it stale.)
     """
     size = len(raw)
     off, hdu = 0, 0
@@ -245,32 +244,21 @@ def fits_structure_problem(raw: bytes | memoryview, datasum: list | None = None)
         bitpix = _card_int(keys.get(b"BITPIX", b""))
         naxis = _card_int(keys.get(b"NAXIS", b""))
         if bitpix is None or naxis is None:
-            return f"corrupt: HDU {hdu} header lacks a valid BITPIX or NAXIS keyword"
+            return f"corrupt FITS file: HDU {hdu} header lacks a valid BITPIX or NAXIS keyword"
         nbytes = 0
         if naxis > 0:
             dims = [_card_int(keys.get(b"NAXIS%d" % (j + 1), b"")) for j in range(naxis)]
             if any(d is None or d < 0 for d in dims):
-                return f"corrupt: HDU {hdu} header has an invalid NAXISn keyword"
+                return f"corrupt FITS file: HDU {hdu} header has an invalid NAXISn keyword"
             pcount = _card_int(keys.get(b"PCOUNT", b"")) or 0
             gcount = _card_int(keys.get(b"GCOUNT", b"")) or 1
             if dims[0] == 0 and hdu == 0:          # random groups: NAXIS1 = 0
                 dims = dims[1:]
             nbytes = abs(bitpix) // 8 * gcount * (pcount + int(np.prod(dims, dtype=np.int64)))
-        padded = -(-nbytes // _BLOCK) * _BLOCK
         if off + nbytes > size:
             return (f"truncated FITS file: HDU {hdu} needs {nbytes} data bytes but the file "
                     f"ends {size - off} bytes into them ({size} bytes in all)")
-        ds = keys.get(b"DATASUM")
-        if datasum is not None and ds is not None and nbytes:
-            text = ds[10:80].split(b"/", 1)[0].strip().strip(b"'").strip()
-            if text.isdigit():
-                buf = bytes(raw[off:off + nbytes]) + bytes((-nbytes) % 4)
-                total = int(np.frombuffer(buf, dtype=">u4").sum(dtype=np.uint64))
-                while total >> 32:
-                    total = (total & 0xFFFFFFFF) + (total >> 32)
-                if total != int(text):
-                    datasum.append(hdu)
-        off += padded
+        off += -(-nbytes // _BLOCK) * _BLOCK
         hdu += 1
         if bytes(raw[off:off + 8]) != b"XTENSION":
             break
@@ -296,14 +284,9 @@ def _open_fits(path: str | os.PathLike, what: str) -> fits.HDUList:
                                   path=p) from None
     if not raw.startswith(b"SIMPLE  ="):
         raise FileFormatError(f"not a FITS file (no SIMPLE card at the start); expected {what}", path=p)
-    bad_sums: list[int] = []
-    problem = fits_structure_problem(raw, bad_sums)
+    problem = fits_structure_problem(raw)
     if problem is not None:
         raise FileFormatError(f"{problem}; expected {what}", path=p)
-    if bad_sums:
-        warnings.warn(f"{p}: the data of HDU {', '.join(map(str, bad_sums))} do not match their "
-                      "DATASUM checksum: a damaged copy, or a file edited by a tool that did not "
-                      "update DATASUM; check it against the original", stacklevel=3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -20,9 +20,11 @@ Kernel for other layers (the relxill reflection model uses it)::
 Physics: photon flux from a ring of radius r into an interval of the chi
 parametrisation of g (g* = (1 - cos chi)/2) is pi r eps(r) L(mu_e) g^2 f dr dchi
 per image branch (f: Cunningham transfer function), i.e. g^3 per unit image
-area; table interpolation in (spin, cos i) is bilinear for f and mu_e and cubic
-(in spin and sin i) for the g range, in radius a Catmull-Rom cubic in the
-table's log-radius index onto N_FINE radii uniform in r^-RADIAL_POWER.  Each cell of the (r, chi) mesh sends its photons
+area.  The table (:class:`.transfer.TransferTable.at_radii`) is evaluated on
+N_FINE radii uniform in r^-RADIAL_POWER between Rin and Rout: each spin node at
+the same *physical* radius (Catmull-Rom in the node's radial index), then
+linearly in spin; f (chi-cell means) and mu_e bilinearly in (spin, cos i), the g
+range cubic in sin i.  Each cell of the (r, chi) mesh sends its photons
 uniformly over the g range spanned by its corners, integrated exactly over the
 output bins (no sampling noise).  Outputs are renormalised over the grid, as in
 relxill (relline sums to norm).

@@ -5,7 +5,13 @@ Representation (per spin a, observer cos i, radius r; both image branches b):
 * ``gmin``, ``gmax``: the range of g = E_obs/E_emit over the ring's (direct) image;
 * on a grid uniform in chi in [0, pi], with g* = (g - gmin)/(gmax - gmin) = (1 - cos chi)/2,
   ``trf`` = Cunningham's transfer function f(g*, r) = (g / (pi r)) sqrt(g*(1-g*))
-  |d(alpha, beta)/d(g*, r)| and ``cosne`` = mu_e, the emission-angle cosine.
+  |d(alpha, beta)/d(g*, r)| and ``cosne`` = mu_e, the emission-angle cosine, at the
+  chi nodes; the table stores ``trf_cell``, the mean of f over each chi cell
+  (Gauss-Legendre inside the cell), and ``cosne`` at the nodes;
+* radii uniform in r^-1/2 (denser at the inner edge, where g changes fastest
+  near edge-on) from the ISCO of the *next* spin node to 1000 rg, so that a spin
+  between two nodes is interpolated at fixed physical radius (near a = 1 the ISCO
+  moves fast with a while the metric at a given r hardly changes).
 
 The uniform-chi grid is relxill's g* grid with the points moved towards the
 edges g* = 0, 1, where the integrand has its 1/sqrt(g*(1-g*)) singularities;
@@ -376,54 +382,67 @@ class TransferTable:
         """
         a = np.asarray(a, float).ravel()
         mu0 = np.asarray(mu0, float).ravel()
-        ia = np.clip(np.searchsorted(self.spin, a, side="right") - 1, 0, self.spin.size - 2)
+        A, M, nt = self.spin.size, self.mu0.size, self.n_r
+        ia = np.clip(np.searchsorted(self.spin, a, side="right") - 1, 0, A - 2)
         wa = np.clip((a - self.spin[ia]) / (self.spin[ia + 1] - self.spin[ia]), 0.0, 1.0)
-        im = np.clip(np.searchsorted(self.mu0, mu0, side="right") - 1, 0, self.mu0.size - 2)
+        im = np.clip(np.searchsorted(self.mu0, mu0, side="right") - 1, 0, M - 2)
         wm = np.clip((mu0 - self.mu0[im]) / (self.mu0[im + 1] - self.mu0[im]), 0.0, 1.0)
         s_nodes = np.sqrt(np.clip(1.0 - self.mu0[::-1] ** 2, 0.0, None))
         _, wm4, js = _cubic_weights(s_nodes, np.sqrt(np.clip(1.0 - mu0 * mu0, 0.0, None)))
-        jm = [self.mu0.size - 1 - j for j in js]
-        nt = self.n_r
+        jm = [M - 1 - j for j in js]
         p = self.radial_power
         xr, xmax = radial_coord(r, p), float(radial_coord(self.rmax, p))
-        sh2 = r.shape
-        gmin = np.zeros(sh2)
-        gmax = np.zeros(sh2)
-        arrs = (self.trf, self.cosne) if branches else (self.trf_sum,)
-        outs = [0.0 for _ in arrs]
+        taps_i, taps_w = [], []              # per spin node: 4 radial rows (A*M*R flat, less the mu part) and weights
         for s, ws in ((0, 1.0 - wa), (1, wa)):
-            k = (ia + s)[:, None]
             x0 = radial_coord(self.r_lo[ia + s], p)[:, None]
             u = (nt - 1) * (xr - x0) / (xmax - x0)
             i0 = np.clip(np.floor(u).astype(int), 0, nt - 2)
             t = np.clip(u - i0, 0.0, 1.0)
             t2, t3 = t * t, t * t * t
             cub = (i0 >= 1) & (i0 <= nt - 3)       # Catmull-Rom inside, linear in the end intervals
-            wts = [np.where(cub, 0.5 * (-t3 + 2 * t2 - t), 0.0),
-                   np.where(cub, 0.5 * (3 * t3 - 5 * t2 + 2), 1.0 - t),
-                   np.where(cub, 0.5 * (-3 * t3 + 4 * t2 + t), t),
-                   np.where(cub, 0.5 * (t3 - t2), 0.0)]
-            wts = [w * ws[:, None] for w in wts]
-            idx = [np.clip(i0 + d, 0, nt - 1) for d in (-1, 0, 1, 2)]
-            for q in range(4):
-                mq = jm[q][:, None]
-                wq = wm4[q][:, None]
-                for wk, ik in zip(wts, idx, strict=True):
-                    gmin += (wk * wq) * self.gmin[k, mq, ik]
-                    gmax += (wk * wq) * self.gmax[k, mq, ik]
-            for m, wmm in ((0, 1.0 - wm), (1, wm)):
-                mm = (im + m)[:, None]
-                for n, arr in enumerate(arrs):
-                    shx = sh2 + (1,) * (arr.ndim - 3)
-                    for wk, ik in zip(wts, idx, strict=True):
-                        outs[n] = outs[n] + (wk * wmm[:, None]).reshape(shx) * arr[k, mm, ik]
-        if branches:
-            return gmin, gmax, outs[0], outs[1]
-        return gmin, gmax, outs[0], None
+            w4 = np.stack([np.where(cub, 0.5 * (-t3 + 2 * t2 - t), 0.0),
+                           np.where(cub, 0.5 * (3 * t3 - 5 * t2 + 2), 1.0 - t),
+                           np.where(cub, 0.5 * (-3 * t3 + 4 * t2 + t), t),
+                           np.where(cub, 0.5 * (t3 - t2), 0.0)], axis=-1) * ws[:, None, None]
+            i4 = np.clip(i0[..., None] + np.arange(-1, 3), 0, nt - 1) + ((ia + s) * M * nt)[:, None, None]
+            taps_i.append(i4)
+            taps_w.append(w4)
+        ti = np.concatenate(taps_i, axis=-1)                                # (B, R, 8): spin node x radial tap
+        tw = np.concatenate(taps_w, axis=-1)
+
+        def combine(flat, mus, wmus):
+            rows = np.concatenate([ti + (m * nt)[:, None, None] for m in mus], axis=-1)
+            w = np.concatenate([tw * wk[:, None, None] for wk in wmus], axis=-1)
+            g = flat[rows]                                                   # (B, R, K[, ...])
+            if g.ndim == 3:
+                return np.einsum("brk,brk->br", w, g)
+            out = np.einsum("brk,brkj->brj", w, g.reshape(g.shape[:3] + (-1,)))
+            return out.reshape(out.shape[:2] + flat.shape[1:])
+
+        gmin = combine(self.gmin.reshape(-1), jm, wm4)
+        gmax = combine(self.gmax.reshape(-1), jm, wm4)
+        lin = ([im, im + 1], [1.0 - wm, wm])
+        if not branches:
+            return gmin, gmax, combine(self.trf_sum.reshape((A * M * nt,) + self.trf_sum.shape[3:]), *lin), None
+        trf = combine(self.trf.reshape((A * M * nt,) + self.trf.shape[3:]), *lin)
+        cosne = combine(self.cosne.reshape((A * M * nt,) + self.cosne.shape[3:]), *lin)
+        return gmin, gmax, trf, cosne
 
     @property
     def n_r(self) -> int:
         return self.gmin.shape[2]
+
+
+def point_table(a: float, incl: float, n_r: int = 96, n_chi: int = 81, radial_power: float = 0.5,
+                n_psi: int = 512, n_rho: int = 480) -> TransferTable:
+    """A one-node table traced at exactly spin a, inclination incl (deg): no interpolation in (a, i)."""
+    radii = radial_grid(a, n_r, power=radial_power)
+    t = transfer_functions(a, np.radians(incl), radii, n_chi=n_chi, n_psi=n_psi, n_rho=n_rho)
+    mu = float(np.cos(np.radians(incl)))
+    arr = {k: np.stack([np.stack([t[k]] * 2)] * 2) for k in ("gmin", "gmax", "trf_cell", "cosne")}
+    return TransferTable.from_arrays({**arr, "spin": [a, a + 1e-9], "mu0": [mu, mu + 1e-9], "chi": chi_grid(n_chi),
+                                      "rmax": RMAX, "radius": np.stack([radii, radii]),
+                                      "radial_power": radial_power}, f"traced a={a} i={incl}")
 
 
 def _cubic_weights(grid: np.ndarray, x: np.ndarray):

@@ -72,13 +72,88 @@ def run_bxa(setup: Setup, seed: int = BXA_SEED) -> dict:
 TRUSTED = {"sherpa": run_sherpa, "bxa": run_bxa}
 
 
-def simxray_methods(setup: Setup) -> dict[str, dict]:
-    """simxray's fits of ``setup``, keyed by method name, in the trusted-tool format.
+#: simxray methods run by the benchmark (``--methods``); ``nested`` (UltraNest on the exact
+#: likelihood, ~250k calls) is slow and off by default.
+SIMXRAY_METHODS = ("exact", "auto", "snpe")
 
-    Placeholder: returns {} until simxray's fit API (``simxray.fit``) is wired in.
-    """
-    del setup
-    return {}
+
+def _prior_for(setup: Setup) -> dict:
+    names = {"alpha": "pileup.alpha", "f": "pileup.f"}
+    return {names.get(k, k): {"dist": p.kind, "low": p.lo, "high": p.hi}
+            for k, p in setup.priors.items()}
+
+
+def _from_summary(s: dict, seconds: float) -> dict:
+    out = {"params": {}, "seconds": seconds, "method": s["method"],
+           "method_reason": s.get("method_reason"),
+           "log_evidence": (s.get("evidence") or {}).get("logz"),
+           "ppc_p": (s.get("checks", {}).get("ppc") or {}).get("p_value")}
+    for k, v in s["parameters"].items():
+        key = {"pileup.alpha": "alpha", "pileup.f": "f"}.get(k, k)
+        out["params"][key] = {"median": v["median"], "lo68": v["ci68"][0], "hi68": v["ci68"][1],
+                              "sd": v["sd"]}
+    d = s.get("sampler") or {}
+    imp = d.get("importance") or {}
+    out["n_calls"] = (d.get("likelihood_spectra") or d.get("ncall")
+                      or ((d.get("n_simulations") or 0)
+                          + ((s.get("checks", {}).get("importance") or {}).get("n_draws") or 0))
+                      or None)
+    if imp:
+        out["importance"] = {k: imp.get(k) for k in ("ess", "khat", "reliable")}
+    lc = s.get("checks", {}).get("local_coverage")
+    if lc:
+        out["local_coverage_max_error"] = lc.get("max_error")
+    return out
+
+
+def simxray_methods(setup: Setup, methods=SIMXRAY_METHODS, seed: int = 0) -> dict[str, dict]:
+    """simxray's fits of ``setup`` (W-stat setups only: simxray fits Poisson likelihoods),
+    keyed by method, in the trusted-tool format.  ``exact`` runs through the CLI in a fresh
+    process (wall time includes start-up: the time a user waits); the others in-process."""
+    import os
+    import subprocess
+    import time
+
+    if setup.stat != "wstat":
+        return {}
+    out: dict[str, dict] = {}
+    prior = _prior_for(setup)
+    for m in methods:
+        if m == "exact":
+            with tempfile.TemporaryDirectory(prefix="sxfit_") as tmp:
+                pfile = Path(tmp) / "prior.toml"
+                pfile.write_text("".join(
+                    f'"{k}" = {{ dist = "{v["dist"]}", low = {v["low"]!r}, high = {v["high"]!r} }}\n'
+                    for k, v in prior.items()))
+                cmd = [sys.executable, "-m", "simxray", "fit", str(setup.path), "--model",
+                       setup.model, "--energy", f"{setup.elo}:{setup.ehi}", "--prior",
+                       str(pfile), "--pileup", f"ftime={setup.ftime},fracexp={setup.fracexp}",
+                       "--method", "exact", "--no-plots", "--seed", str(seed), "--out",
+                       str(Path(tmp) / "fit"), "-q"]
+                t0 = time.perf_counter()
+                r = subprocess.run(cmd, capture_output=True, text=True,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+                wall = time.perf_counter() - t0
+                if r.returncode != 0:
+                    out[m] = {"error": r.stderr.strip()[-500:]}
+                    continue
+                s = json.loads((Path(tmp) / "fit" / "summary.json").read_text())
+                out["exact (CLI)"] = _from_summary(s, wall)
+            continue
+        import simxray as sx
+
+        obs = sx.Observation.from_pha(setup.path)
+        obs.notice(setup.elo, setup.ehi)
+        t0 = time.perf_counter()
+        try:
+            res = sx.fit(obs, setup.model, prior, pileup={"ftime": setup.ftime,
+                                                          "fracexp": setup.fracexp},
+                         method=m, seed=seed, ppc_draws=100)
+        except Exception as exc:  # noqa: BLE001 - a failed method is a result too
+            out[m] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        out[m] = _from_summary(res.summary, time.perf_counter() - t0)
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Rebuild the Kerr transfer-function table (simxray/data/relativity_transfer.h5).
 
-Closed-form Kerr geodesics on 20 spins x 16 cos(i) x 48 radii x 41 g* nodes x 2
-branches (the defaults reproduce the shipped 2.0 MB file; deterministic, no random
-numbers); about 7 min of CPU on an idle core, 21 min with 2 workers on a loaded
+Closed-form Kerr geodesics on 20 spins x 22 cos(i) (denser edge-on) x 48 radii
+(uniform in r^-1/2 from the ISCO of the next spin node) x 40 g* cells x 2 branches
+(the defaults reproduce the shipped 3.45 MB file; deterministic, no random numbers);
+about 8 min of CPU on an idle core, 35 min with 2 workers on the loaded shared
 2-core machine.  Equivalent to
 ``simxray tables build-relativistic``::
 

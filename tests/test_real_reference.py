@@ -86,3 +86,20 @@ def test_chi2gehrels_walkthrough_regression():
     # the issue's reproduction with simxray's wabs
     assert nh == pytest.approx(6.1237, abs=0.02)
     assert gamma == pytest.approx(1.4197, abs=0.01)
+
+
+def test_cached_bxa_ngc4258_consistent():
+    """The cached BXA posterior agrees with the issue's BXA run and with Sherpa's best fit.
+
+    Issue 12: nH 4.30 +- 0.51, Gamma 0.81 +- 0.22 (UltraNest, another seed): medians within
+    0.5 posterior sd, sd within 25 %; Sherpa's W-stat best fit within one posterior sd.
+    """
+    ref = json.loads(REFERENCE.read_text())["setups"]["ngc4258_wstat_1-7"]
+    bxa, sherpa = ref["bxa"]["params"], ref["sherpa"]["best_fit"]
+    for k, med, sd in (("nH", 4.30, 0.51), ("PhoIndex", 0.81, 0.22)):
+        assert abs(bxa[k]["median"] - med) < 0.5 * sd
+        assert bxa[k]["sd"] == pytest.approx(sd, rel=0.25)
+        assert bxa[k]["lo68"] < bxa[k]["median"] < bxa[k]["hi68"]
+        assert abs(bxa[k]["median"] - sherpa[k]) < bxa[k]["sd"]
+    assert ref["bxa"]["n_calls"] > 10_000
+    assert ref["bxa"]["log_evidence"] < -0.5 * ref["sherpa"]["statistic"]   # lnZ < ln L_max

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from simxray.errors import ParameterError
+from simxray.errors import FileFormatError, ParameterError
 from simxray.models import Model, make_grid
 from simxray.physics.relativity import kerr, lamppost, transfer
 from simxray.physics.relativity import models as rm
@@ -362,3 +362,31 @@ def test_relxill_reference(path, tmp_path):
     flux = np.loadtxt(out, delimiter=",", comments="#")[:, 2]
     assert flux.sum() == pytest.approx(ref.sum(), rel=1e-6)
     assert l1(flux, ref) < REF_TOL[fun]
+
+
+def test_format_v1_tables_are_still_read(tmp_path):
+    """Tables of the previous format (f at the chi nodes, log radii from each spin's own ISCO) load
+    with f turned into the trapezoid cell means the previous evaluation used."""
+    import json
+
+    import h5py
+
+    rng = np.random.default_rng(0)
+    spins, mu0 = np.array([0.0, 0.5]), np.array([0.2, 0.9])
+    radius = np.stack([np.geomspace(kerr.isco(a), 1000.0, 6) for a in spins])
+    node = rng.uniform(0.1, 1.0, (2, 2, 6, 5, 2))
+    path = tmp_path / "v1.h5"
+    with h5py.File(path, "w") as h:
+        for k, v in {"spin": spins, "mu0": mu0, "chi": transfer.chi_grid(5), "radius": radius,
+                     "gmin": np.full((2, 2, 6), 0.8), "gmax": np.full((2, 2, 6), 1.1), "trf": node,
+                     "cosne": np.full((2, 2, 6, 5, 2), 0.5)}.items():
+            h.create_dataset(k, data=v)
+        h.attrs["format"] = "simxray-relativity-transfer/1"
+        h.attrs["grid"] = json.dumps({"rmax": 1000.0})
+    tab = transfer.load_table(path)
+    np.testing.assert_allclose(tab.trf, 0.5 * (node[..., 1:, :] + node[..., :-1, :]), rtol=1e-6)
+    assert tab.radial_power == 0.0 and tab.r_lo == pytest.approx(kerr.isco(spins))
+    with h5py.File(path, "a") as h:
+        h.attrs["format"] = "something-else"
+    with pytest.raises(FileFormatError, match="format"):
+        transfer.load_table(path)

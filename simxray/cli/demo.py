@@ -230,6 +230,7 @@ def fit_step(out: Path, seed: int, overwrite: bool = True, compare: bool = True,
     from ..observation import Observation
 
     spectrum = default_spectrum_path()
+    out.mkdir(parents=True, exist_ok=True)
     obs = Observation.from_pha(spectrum)
     obs.notice(*WALKTHROUGH["energy"])
     res = fit(obs, WALKTHROUGH["model"], BXA_PRIOR, pileup=WALKTHROUGH["pileup"],

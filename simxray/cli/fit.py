@@ -185,7 +185,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {n}")
     print(format_summary(s))
     d = s.get("sampler") or {}
-    if "n_walkers" in d:
+    imp = d.get("importance")
+    if imp:
+        print(f"exact likelihood: emcee pilot ({d['n_walkers']} walkers x {imp['pilot_steps']} "
+              f"steps) + importance sampling: {d['likelihood_spectra']} spectra, effective "
+              f"samples {imp['ess']:.0f}, Pareto k {imp['khat']:.2f}")
+    elif "autocorr_time_max" in d:
         print(f"emcee ({d['forward_model']}, {d['statistic']}): {d['n_walkers']} walkers x "
               f"{d['steps']} steps, burn-in {d['burn_in']}, max autocorrelation time "
               f"{d['autocorr_time_max']:.1f}, effective samples "

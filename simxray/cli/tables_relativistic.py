@@ -3,8 +3,8 @@
 Traces closed-form Kerr geodesics (simxray.physics.relativity) on a grid of
 spins (uniform in log ISCO radius) and cos(i) and writes the HDF5 table read by
 relline, relconv, relline_lp and the relxill kernel.  Reproduces the shipped
-table with the defaults (20 spins x 16 cos i x 48 radii x 41 g* nodes; about 7 min of
-CPU; ``--workers`` processes).
+table with the defaults (20 spins x 22 cos i, denser edge-on, x 48 radii uniform in
+r^-1/2 x 40 g* cells; about 8 min of CPU; ``--workers`` processes).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def add_build_parser(tsub: argparse._SubParsersAction) -> None:
                    help="HDF5 file to write (to regenerate the shipped table: "
                         "--out simxray/data/relativity_transfer.h5 --overwrite)")
     b.add_argument("--n-spin", type=int, default=DEFAULTS["n_spin"], help="spins in [-0.998, 0.998] (%(default)s)")
-    b.add_argument("--n-mu", type=int, default=DEFAULTS["n_mu"], help="cos(i) values, 3-87 deg (%(default)s)")
+    b.add_argument("--n-mu", type=int, default=DEFAULTS["n_mu"], help="cos(i) values, 3-87 deg, denser edge-on (%(default)s)")
     b.add_argument("--n-r", type=int, default=DEFAULTS["n_r"], help="radii, ISCO to 1000 rg (%(default)s)")
-    b.add_argument("--n-chi", type=int, default=DEFAULTS["n_chi"], help="g* nodes per branch (%(default)s)")
+    b.add_argument("--n-chi", type=int, default=DEFAULTS["n_chi"], help="g* nodes per branch (n_chi - 1 cells; %(default)s)")
     b.add_argument("--n-psi", type=int, default=DEFAULTS["n_psi"], help="image-plane angles per ring (%(default)s)")
     b.add_argument("--n-rho", type=int, default=DEFAULTS["n_rho"], help="image-plane radii per angle (%(default)s)")
     b.add_argument("--mantissa-bits", type=int, default=DEFAULTS["mantissa_bits"],

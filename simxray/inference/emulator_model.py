@@ -175,7 +175,7 @@ class Emulator:
         list is returned for warnings).  Compares ARF/RMF sha256, exposure, frame time and
         the channel count.
         """
-        from .fit import check_compatibility
+        from .compat import check_compatibility
 
         problems = [p.replace("the posterior", "the emulator") for p in
                     check_compatibility(self.config, spec)]
@@ -187,7 +187,7 @@ class Emulator:
 
     def select(self, spec) -> np.ndarray:
         """The spectrum's counts (C,) in the emulator's channels."""
-        from .fit import select_channels
+        from .compat import select_channels
 
         return select_channels(self.config, spec)
 

@@ -72,7 +72,7 @@ def _same_prior(a: dict, b: dict, rtol: float = 1e-6) -> str | None:
 def network_mismatch(cfg: dict, problem: FitProblem) -> list[str]:
     """Reasons why a trained posterior/emulator (its config.json) does not belong to this
     fitting problem (empty: it matches)."""
-    from .fit import check_compatibility
+    from .compat import check_compatibility
 
     out = list(check_compatibility(cfg, problem.obs.spectrum))
     if "".join(str(cfg.get("model", "")).lower().split()) != "".join(

@@ -79,7 +79,8 @@ def run(quick: bool = False) -> dict:
     }
 
 
-#: held-out corner points (a, i deg): between the shipped table's nodes at a >= 0.99, i = 75-87 deg
+#: held-out corner points (a, i deg): half-way between the shipped table's nodes in cos i (i = 75-87 deg) and,
+#: but for a = 0.998, in spin (a >= 0.99); i = 87 deg is a cos i node
 CORNER_POINTS = [(0.990, 86.45), (0.996, 85.26), (0.990, 80.80), (0.996, 77.04), (0.998, 83.93), (0.993, 87.0)]
 
 

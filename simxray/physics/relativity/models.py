@@ -22,9 +22,8 @@ parametrisation of g (g* = (1 - cos chi)/2) is pi r eps(r) L(mu_e) g^2 f dr dchi
 per image branch (f: Cunningham transfer function), i.e. g^3 per unit image
 area.  The table (:class:`.transfer.TransferTable.at_radii`) is evaluated on
 N_FINE radii uniform in r^-RADIAL_POWER between Rin and Rout: each spin node at
-the same *physical* radius (Catmull-Rom in the node's radial index), then
-linearly in spin; f (chi-cell means) and mu_e bilinearly in (spin, cos i), the g
-range cubic in sin i.  Each cell of the (r, chi) mesh sends its photons
+the same *physical* radius, then linearly in spin; f (chi-cell means) and mu_e
+linear in cos i and radius, the g range cubic in sin i and Catmull-Rom in radius.  Each cell of the (r, chi) mesh sends its photons
 uniformly over the g range spanned by its corners, integrated exactly over the
 output bins (no sampling noise).  Outputs are renormalised over the grid, as in
 relxill (relline sums to norm).

@@ -378,12 +378,12 @@ class TransferTable:
         """Transfer functions of B systems at radii r (B, R) (rg, >= ISCO(a)).
 
         Spin and cos i are interpolated at fixed *physical* radius: each spin node's
-        arrays are first evaluated at r (Catmull-Rom cubic in the node's radial index,
-        uniform in :func:`radial_coord`; every node's grid starts at the ISCO of the
-        next spin node, so r >= ISCO(a) is inside both neighbours' grids), then
-        combined linearly in spin.  f and mu_e are bilinear in (spin, cos i); gmin,
-        gmax (the sharp line edges) cubic Hermite in sin i (the Doppler shift is
-        smooth in sin i, in cos i it has a square-root cusp at face-on).
+        arrays are first evaluated at r (in the node's radial index, uniform in
+        :func:`radial_coord`; every node's grid starts at the ISCO of the next spin
+        node, so r >= ISCO(a) is inside both neighbours' grids), then combined
+        linearly in spin.  gmin, gmax (the sharp line edges): cubic Hermite in sin i
+        (the Doppler shift is smooth in sin i, in cos i it has a square-root cusp at
+        face-on) and Catmull-Rom in radius; f and mu_e: linear in cos i and in radius.
         Returns gmin, gmax (B, R), trf (B, R, J-1, 2) chi-cell means (or (B, R, J-1) summed over
         branches with ``branches=False``) and cosne (B, R, J, 2) (None without branches).
         """

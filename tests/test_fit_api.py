@@ -60,7 +60,7 @@ def test_exact_posterior_matches_grid(obs_3c273):
 def test_arviz_groups_and_loo(obs_3c273, tmp_path):
     az = pytest.importorskip("arviz")
     res = sx.fit(obs_3c273, "powerlaw", PRIOR_2D, pileup="none", statistic="cstat",
-                 method="exact", n_samples=2000, seed=1, ppc_draws=20, n_effective=300)
+                 method="emcee", n_samples=2000, seed=1, ppc_draws=20, n_effective=300)
     files = res.save(tmp_path / "out", plots=False)
     idata = az.from_netcdf(files["inference_data"])
     for grp in ("posterior", "sample_stats", "log_likelihood", "prior", "observed_data",

@@ -9,7 +9,7 @@ when the script is rerun with the same arguments):
 
 1. ``simxray simulate simulations/acis_ngc4258.toml --n N --seed SEED`` -> WORK/sims.h5;
 2. ``simxray train`` with ``training/npe_ngc4258.toml`` (CNN/Anscombe embedding as the
-   default posterior; at most 40 epochs, early stopping after 10 without progress);
+   default posterior; at most 60 epochs, early stopping after 10 without progress);
 3. ``simxray validate`` on ``--validate-n`` fresh simulations (seed SEED + 1000; skipped
    when WORK/validation.json is newer than the weights);
 4. the real spectrum (``--spectrum``, default the embedded NGC 4258 one): posterior
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=40000, help="simulations (default %(default)s)")
     ap.add_argument("--seed", type=int, default=1, help="simulation seed (default %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="simulation processes")
-    ap.add_argument("--epochs", type=int, default=40, help="maximum epochs (default %(default)s)")
+    ap.add_argument("--epochs", type=int, default=60, help="maximum epochs (default %(default)s)")
     ap.add_argument("--validate-n", type=int, default=500,
                     help="validation simulations (default %(default)s)")
     ap.add_argument("--spectrum", default=None,
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (val_json.exists() and val_json.stat().st_mtime > (post / "weights.safetensors").stat().st_mtime):
         # exit status 1: a parameter missed validate's own 0.05 tolerance; judged below
         simxray("validate", post, "--n", args.validate_n, "--seed", args.seed + 1000, "--out",
-                post / "validation", "--json", val_json, "--quiet", "--threads", args.threads,
-                threads=args.threads, ok=(0, 1))
+                post / "validation", "--json", val_json, "--overwrite", "--quiet", "--threads",
+                args.threads, threads=args.threads, ok=(0, 1))
     val = json.loads(val_json.read_text())
     worst = {k: v["max_coverage_error"] for k, v in val["parameters"].items()}
     print("max coverage error: " + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))

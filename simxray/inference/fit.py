@@ -89,7 +89,8 @@ def fit_spectrum(spectrum: str | os.PathLike, posterior: str | os.PathLike | Non
     obs = Observation.from_pha(spectrum, arf=arf, rmf=rmf, background=background,
                                frame_time=frame_time)
     res = fit(obs, posterior=posterior or default_posterior_dir(), method="npe", force=force,
-              n_samples=n_samples, seed=seed, ppc_draws=ppc_draws, device=device)
+              n_samples=n_samples, seed=seed, ppc_draws=ppc_draws, device=device,
+              n_reweight=0)
     if out is not None:
         res.save(out, overwrite=overwrite, plots=plots)
     return res

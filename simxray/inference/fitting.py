@@ -120,7 +120,11 @@ def find_posterior(problem: FitProblem, posterior=None) -> tuple[Path | None, li
 
 # -- methods ----------------------------------------------------------------------------------
 
-def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, device=None):
+def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, device=None,
+             n_reweight: int = 4000):
+    """Sample an amortised posterior; with ``n_reweight``, reweight that many of its draws
+    with the exact likelihood (:mod:`simxray.inference.reweight`): the samples are then the
+    exact posterior when Pareto k̂ < 0.7, and ``checks.importance`` says whether they are."""
     import torch
 
     from .saving import load_posterior
@@ -150,6 +154,19 @@ def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, dev
             warn.append(f"out of distribution: embedding distance d² = {e['d2']:.1f} exceeds "
                         f"that of 99.9% of training spectra ({e['reference_q999']:.1f})")
     info = {"posterior": str(post_dir.resolve()), "weights_sha256": cfg.get("weights_sha256")}
+    if n_reweight:
+        # the network's draws reweighted with the exact likelihood (neural importance sampling)
+        from .reweight import reweight
+
+        draws = samples[:n_reweight]
+        with torch.no_grad():
+            lq = loaded.model.log_prob(torch.as_tensor(draws, dtype=torch.float32, device=dev),
+                                       xt.expand(len(draws), -1)).double().cpu().numpy()
+        lp = problem.prior.log_prob(draws) + problem.likelihood()(draws)
+        rw = reweight(lp, lq, n_samples, np.random.default_rng(seed + 13))
+        checks["importance"] = {k: v for k, v in rw.items() if k != "index"}
+        if rw["reliable"]:
+            samples = draws[rw["index"]]
     return samples, {"checks": checks, "warnings": warn, "network": info}
 
 
@@ -229,6 +246,16 @@ def _run_snpe(problem: FitProblem, n_samples: int, seed: int, quiet: bool,
             bmu = full
         sim.background_mu = bmu
         x = problem.obs.counts[problem.slice]
+        # a short exact emcee pilot sets round 1's box (a wide prior needs it)
+        from .mcmc import sample_emcee
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pilot = sample_emcee(problem.x, simulator=problem, prior=problem.prior,
+                                 background=problem.background,
+                                 background_scale=problem.background_scale, n_samples=2000,
+                                 seed=seed, quiet=True, max_steps=250, n_effective=100).samples
+        kw.setdefault("pilot", pilot)
         res = fit_tsnpe(sim, x, prior=problem.prior, mask=problem.inner, seed=seed,
                         quiet=quiet, n_samples=max(n_samples, n_reweight), log=log.info, **kw)
     finally:
@@ -271,7 +298,7 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
         posterior=None, emulator=None, force: bool = False, ppc_draws: int = 100,
         bands=None, quiet: bool = True, device=None, n_effective: int = 1000,
         max_steps: int = 20000, n_walkers: int | None = None, nested_live_points: int = 400,
-        importance: bool = True,
+        importance: bool = True, n_reweight: int = 4000,
         snpe_options: dict | None = None) -> FitResult:
     """Fit an observation: returns a :class:`~simxray.inference.result.FitResult`.
 
@@ -282,6 +309,9 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
     method : one of :data:`METHODS` (module docstring).  force : use a posterior given with
         ``posterior=`` even when it does not match (results are then unreliable).
     bands : flux bands [(lo, hi), ...] keV (default 0.5-2, 2-10, 0.5-8).
+    importance : ``exact`` starts with emcee-guided importance sampling (else emcee only).
+    n_reweight : amortised and sequential NPE draws reweighted with the exact likelihood
+        (0: none); with ``auto``, a network that fails this check gives way to ``exact``.
     """
     from ..provenance import provenance, sha256
     from .problem import DEFAULT_MODEL
@@ -370,7 +400,22 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
     evidence = None
     t_s = time.perf_counter()
     if chosen == "npe":
-        samples, extra = _run_npe(problem, post_dir, n_samples, seed, device)
+        samples, extra = _run_npe(problem, post_dir, n_samples, seed, device,
+                                  n_reweight=n_reweight)
+        imp = extra["checks"].get("importance")
+        if imp is not None and not imp["reliable"]:
+            msg = (f"the amortised posterior {post_dir.name} fails the exact-likelihood check "
+                   f"on this spectrum (importance reweighting: Pareto k = {imp['khat']:.2f} "
+                   ">= 0.7)")
+            if method == "auto":
+                chosen = "exact"
+                reason += f"; but {msg}: exact likelihood instead"
+                log.info("%s; running the exact likelihood instead", msg)
+                samples, extra = _run_emcee(problem, n_samples, seed, quiet=quiet,
+                                            n_effective=n_effective, max_steps=max_steps,
+                                            n_walkers=n_walkers, importance=importance)
+            else:
+                extra["warnings"].append(msg + "; its samples are returned unweighted")
     elif chosen in ("exact", "emcee"):
         samples, extra = _run_emcee(problem, n_samples, seed, emulator=emu, quiet=quiet,
                                     n_effective=n_effective, max_steps=max_steps,
@@ -387,7 +432,8 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
                                   f"{problem.statistic} (XSPEC's, data-only terms removed)"}
         extra = {"sampler": {"sampler": "ultranest.ReactiveNestedSampler", **r}, "warnings": []}
     else:
-        samples, extra = _run_snpe(problem, n_samples, seed, quiet, **(snpe_options or {}))
+        samples, extra = _run_snpe(problem, n_samples, seed, quiet, n_reweight=n_reweight,
+                                   **(snpe_options or {}))
     t_sample = time.perf_counter() - t_s
 
     names = problem.names

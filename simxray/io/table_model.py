@@ -408,9 +408,17 @@ def read_table(path: str | os.PathLike, in_memory: bool | None = None) -> XspecT
         return _read_fits(path, in_memory)
     except SimxrayError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            _fits_verify_error()) as exc:
         raise FileFormatError(f"corrupt table model ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:200]})", path=path) from None
+
+
+def _fits_verify_error() -> type[Exception]:
+    """astropy's VerifyError (an unparsable header card met while reading)."""
+    from astropy.io.fits.verify import VerifyError
+
+    return VerifyError
 
 
 def _hdr_bool(hdr, key: str, default: bool) -> bool:

@@ -72,9 +72,9 @@ def run_bxa(setup: Setup, seed: int = BXA_SEED) -> dict:
 TRUSTED = {"sherpa": run_sherpa, "bxa": run_bxa}
 
 
-#: simxray methods run by the benchmark (``--methods``); ``nested`` (UltraNest on the exact
-#: likelihood, ~250k calls) is slow and off by default.
-SIMXRAY_METHODS = ("exact", "auto", "snpe")
+#: simxray methods run by default (``--methods``): ``snpe`` (minutes of training) and
+#: ``nested`` (UltraNest on the exact likelihood, ~250k calls) are slow and run on request.
+SIMXRAY_METHODS = ("exact", "auto")
 
 
 def _prior_for(setup: Setup) -> dict:
@@ -140,8 +140,11 @@ def simxray_methods(setup: Setup, methods=SIMXRAY_METHODS, seed: int = 0) -> dic
                 s = json.loads((Path(tmp) / "fit" / "summary.json").read_text())
                 out["exact (CLI)"] = _from_summary(s, wall)
             continue
+        import torch
+
         import simxray as sx
 
+        torch.set_num_threads(1)      # as the CLI does (--threads 1): fastest on 2 cores
         obs = sx.Observation.from_pha(setup.path)
         obs.notice(setup.elo, setup.ehi)
         t0 = time.perf_counter()
@@ -269,7 +272,8 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def collect(names: list[str], reference: Path = REFERENCE) -> dict:
+def collect(names: list[str], reference: Path = REFERENCE,
+            methods=SIMXRAY_METHODS) -> dict:
     """Collect cached references and simxray methods for ``names``."""
     ref = load_reference(reference)
     out: dict = {"setups": {}, "reference_file": str(reference)}
@@ -286,7 +290,7 @@ def collect(names: list[str], reference: Path = REFERENCE) -> dict:
                 continue
             entry["methods"][tool] = None if cached is None else cached.get(tool)
         sherpa, bxa = entry["methods"].get("sherpa"), entry["methods"].get("bxa")
-        for method, res in simxray_methods(setup).items():
+        for method, res in simxray_methods(setup, methods).items():
             entry["methods"][method] = res
             entry["comparison"][method] = compare(res, sherpa, bxa)
         out["setups"][name] = entry
@@ -326,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setups", default=",".join(SETUPS),
                     help=f"comma-separated subset of: {', '.join(SETUPS)}")
     ap.add_argument("--reference", type=Path, default=REFERENCE, help="reference cache file")
+    ap.add_argument("--methods", default=",".join(SIMXRAY_METHODS),
+                    help="simxray methods: exact, auto, snpe, nested, npe (default %(default)s)")
     ap.add_argument("--rerun-references", nargs="?", const="all", default=None,
                     choices=["all", "sherpa", "bxa"],
                     help="recompute the cached Sherpa and/or BXA references (BXA: minutes each)")
@@ -341,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerun_references:
         tools = ["sherpa", "bxa"] if args.rerun_references == "all" else [args.rerun_references]
         update_references(names, tools, args.reference)
-    results = collect(names, args.reference)
+    results = collect(names, args.reference,
+                      tuple(m.strip() for m in args.methods.split(",") if m.strip()))
     print(report(results))
     if args.json is not None:
         from simxray.io.outputs import atomic_file

@@ -1,9 +1,15 @@
 """An amortised posterior as a user-facing object: :class:`Posterior`.
 
->>> import simxray as sx                                                   # doctest: +SKIP
->>> post = sx.Posterior.load("my_posterior/")                               # doctest: +SKIP
->>> post.check(problem)          # [] when it belongs to this observation+model+prior
->>> theta = post.sample(10000, obs)                                         # doctest: +SKIP
+>>> import simxray as sx
+>>> post = sx.Posterior.load(sx.datasets.DATA_DIR / "posterior_default")
+>>> post.names
+['nH', 'PhoIndex', 'norm', 'pileup.alpha', 'pileup.f']
+>>> obs = sx.Observation.from_pha(sx.datasets.default_spectrum_path())
+>>> obs.notice(1, 7)
+>>> post.check(sx.FitProblem(obs, "tbabs*powerlaw"))[0]    # [] when it belongs
+'channels 35-548 differ from the noticed 69-480'
+>>> post.sample(5, obs.counts[34:548], seed=0).shape
+(5, 5)
 
 Loading verifies the weights' sha256 (safetensors + JSON config, never pickles).
 """

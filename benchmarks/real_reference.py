@@ -259,6 +259,8 @@ STARTS: list[dict[str, float]] = [
     # the norm-alpha-f ridge runs to strong pileup (alpha -> 1, larger norm): start there too
     {"nH": 4.0, "PhoIndex": 1.0, "norm": 5e-3, "alpha": 0.95, "f": 0.93},
     {"nH": 1.0, "PhoIndex": 1.8, "norm": 2e-2, "alpha": 0.9, "f": 0.88},
+    # a heavily piled, soft, bright mode (3C 273's global optimum: Gamma 2.6, norm 0.036)
+    {"nH": 0.15, "PhoIndex": 2.8, "norm": 4e-2, "alpha": 0.3, "f": 0.99},
 ]
 
 

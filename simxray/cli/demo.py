@@ -45,13 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def default_config_path() -> Path:
-    """``simulations/acis_default.toml`` beside the package (source checkout)."""
+    """The default campaign, shipped in the package (``simxray/data/configs``; the source
+    checkout's ``simulations/acis_default.toml`` links to it), so a wheel install runs too."""
+    from ..datasets import DATA_DIR
     from ..errors import ConfigError
 
-    p = Path(__file__).resolve().parents[2] / "simulations" / "acis_default.toml"
+    p = DATA_DIR / "configs" / "acis_default.toml"
     if not p.is_file():
-        raise ConfigError("default config not found; expected simulations/acis_default.toml in the "
-                          "source checkout (or pass --config)", path=str(p))
+        raise ConfigError("default config not found; expected it in the installed package "
+                          "(or pass --config)", path=str(p))
     return p
 
 

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["simxray.observation", "simxray.inference.problem", "simxray.io.outputs",
+MODULES = ["simxray.observation", "simxray.inference.problem", "simxray.io.outputs", "simxray.inference.npe",
            "simxray.inference.fitting", "simxray.inference.posterior"]
 
 

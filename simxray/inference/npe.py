@@ -9,6 +9,9 @@ public API only (no patched torch functions).
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
 import zuko
 from torch import Tensor
@@ -464,3 +467,87 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
 
 __all__ = ["BoxToReal", "NPEModel", "ThetaTransform", "TrainingData", "load_settings", "pick_device",
            "prior_scales", "train"]
+
+
+class NPE:
+    """An sbi-style trainer on arrays: ``NPE(prior).append(theta, x).train(out_dir)``.
+
+    ``prior`` is a :class:`~simxray.simulator.prior.Prior` (or anything ``Prior.from_dict``
+    takes); ``append`` adds simulations θ (N, P) in the prior's varying parameters and
+    counts x (N, C) (several calls accumulate, as sbi's ``append_simulations``);
+    ``train`` runs the same trainer as ``simxray train`` (:func:`train`) and returns the
+    :class:`~simxray.inference.posterior.Posterior`.  ``setup`` optionally records what a
+    fit must match (``model``, ``channels``, ``response`` identity, ``exposure``,
+    ``frame_time``; e.g. ``FitProblem.identity()``), otherwise the posterior is a generic
+    one that `simxray fit` never picks by itself.
+
+    >>> import numpy as np
+    >>> from simxray.simulator.prior import Dist, Prior
+    >>> prior = Prior([Dist("a", "uniform", 0.0, 1.0)])
+    >>> trainer = NPE(prior).append(np.zeros((30, 1)), np.ones((30, 4)))
+    >>> trainer.n_simulations
+    30
+    """
+
+    def __init__(self, prior, settings: dict | None = None, setup: dict | None = None):
+        from ..simulator.prior import Prior
+
+        self.prior = prior if isinstance(prior, Prior) else Prior.from_dict(prior)
+        self.settings = load_settings(None, settings)
+        self.setup = dict(setup or {})
+        self._theta: list[np.ndarray] = []
+        self._x: list[np.ndarray] = []
+
+    @property
+    def n_simulations(self) -> int:
+        return int(sum(len(t) for t in self._theta))
+
+    def append(self, theta, x) -> NPE:
+        """Add simulations θ (N, P) and counts x (N, C); returns self."""
+        from ..errors import ParameterError
+
+        t = np.atleast_2d(np.asarray(theta, dtype=np.float32))
+        c = np.atleast_2d(np.asarray(x, dtype=np.float32))
+        if t.shape[1] != self.prior.dim or len(t) != len(c):
+            raise ParameterError(f"expected theta (N, {self.prior.dim}) and x (N, C) with equal "
+                                 f"N, got {t.shape} and {c.shape}", field="theta")
+        if self._x and c.shape[1] != self._x[0].shape[1]:
+            raise ParameterError(f"x has {c.shape[1]} channels; earlier simulations have "
+                                 f"{self._x[0].shape[1]}", field="x")
+        if not (np.all(np.isfinite(c)) and np.all(c >= 0)):
+            raise ParameterError("x must be finite, non-negative counts", field="x")
+        self._theta.append(t)
+        self._x.append(c)
+        return self
+
+    def train(self, out_dir: str | os.PathLike, *, overwrite: bool = False,
+              quiet: bool = True, device: str | None = None):
+        """Train on everything appended; write the posterior folder ``out_dir`` and return it
+        as a :class:`~simxray.inference.posterior.Posterior`."""
+        import json
+        import tempfile
+
+        import h5py
+
+        from .posterior import Posterior
+
+        theta, x = np.concatenate(self._theta), np.concatenate(self._x)
+        setup = self.setup
+        ch = setup.get("channels") or [1, x.shape[1]]
+        with tempfile.TemporaryDirectory(prefix="simxray_npe_") as tmp:
+            path = os.path.join(tmp, "data.h5")
+            with h5py.File(path, "w") as f:
+                d = f.create_dataset("theta", data=theta)
+                d.attrs["names"] = list(self.prior.names)
+                f.create_dataset("counts", data=x)
+                f.attrs["prior"] = json.dumps(self.prior.to_dict())
+                f.attrs["n_done"] = len(theta)
+                f.attrs["channels"] = [int(ch[0]), int(ch[1])]
+                f.attrs["model"] = str(setup.get("model", ""))
+                resp = {k: setup[k] for k in ("arf", "rmf", "exposure", "frame_time")
+                        if k in setup}
+                f.attrs["response"] = json.dumps(resp)
+                f.attrs["config"] = json.dumps({"source": "simxray.inference.npe.NPE (arrays)"})
+            train(path, self.settings, str(out_dir), overwrite=overwrite, quiet=quiet,
+                  device=device, log=(lambda *_: None) if quiet else print)
+        return Posterior.load(out_dir, device=device)

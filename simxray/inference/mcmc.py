@@ -20,6 +20,8 @@ evaluations and their time; warnings when the chain is too short or walkers are 
 ``fit_spectrum_emcee`` wraps it with the outputs of ``simxray fit`` (samples.h5,
 posterior.nc, summary.json, corner.png, spectrum.png) through
 :mod:`simxray.inference.fit`'s writers.
+
+Length: the emcee driver (starting points, blocks until convergence, diagnostics, the importance-sampling hand-off) and the likelihood classes it evaluates (C-stat, W-stat) in one place; the driver is the next candidate for a split into a class with small methods.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ Conventions
   ``TIMEDEL`` is the aspect sampling time (0.256 s), not the frame time.
 * RMF matrices are returned as ``scipy.sparse.csr_matrix`` of shape
   (energies M, channels C), float64; column ``j`` is channel ``offset + j``.
+
+Length: one module for the OGIP spectral formats (PHA I/II, ARF, RMF, readers and writers) because they share the FITS helpers, the header-link resolution and the one-line validation; splitting by file type would duplicate those.
 """
 
 from __future__ import annotations

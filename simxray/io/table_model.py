@@ -31,6 +31,8 @@ evaluation are read without touching the rest of a large table (official xillver
 tables are several hundred MB).  ``table:PATH`` (FITS or its HDF5 conversion)
 works in any model expression; each evaluation's provenance names the table by
 path and SHA-256 (``ModelSpec.info["table"]``).
+
+Length: the XSPEC table format (FITS and its HDF5 conversion), the interpolation on the parameter grid and the registry hook belong together; the reader and the interpolator share the grid checks.
 """
 
 from __future__ import annotations

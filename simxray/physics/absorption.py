@@ -76,6 +76,8 @@ Round-off: ~1e-16 absolute near T = 1, ~1e-16 (1 + tau) relative below (the old
 under 1e-300 count as 0.  The z-variants interpolate a table of sigma E^2.5 (4000 points
 per decade, with points either side of every edge; error < 1e-7 above 0.1 keV), once
 per distinct z.
+
+Length: three absorption models (tbabs, phabs, wabs and their redshifted forms) share the cross-section tables, the abundance tables and the bin averaging.
 """
 
 from __future__ import annotations

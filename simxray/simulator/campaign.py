@@ -20,6 +20,8 @@ parent-PID watchdog elsewhere).
 Chunk ``i`` draws everything from ``numpy.random.default_rng(SeedSequence(seed,
 spawn_key=(i,)))``, so the dataset is identical whatever the number of workers or
 the executor (in-process, a local process pool, or a Dask distributed cluster).
+
+Length: a campaign's single-writer lock, resumable chunked HDF5 writing, worker processes that die with their parent and the Dask path must agree on one file layout, so they live together.
 """
 
 from __future__ import annotations

@@ -43,6 +43,8 @@ relxill's normalisation (norm = 1: 496.7 keV/cm^2/s in 0.1-1000 keV), on the
 parameter grid Gamma x A_Fe x Ecut x Incl (no logXi axis: the slab is neutral;
 ionised reflection needs an official xillver table).  The xillver model multiplies
 by cos(Incl), so refl_frac = 1 is pexrav's R = 1.
+
+Length: the Monte Carlo of the neutral-slab Green's functions (photon transport, fluorescence yields, Compton kernel) is one computation; its pieces are not used elsewhere.
 """
 
 from __future__ import annotations

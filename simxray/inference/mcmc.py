@@ -443,12 +443,24 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
         is_info.update(pilot_steps=p_steps, pilot_walkers=nw)
         if gi["reliable"]:
             samples = coords.to_theta(gi["x"])
+            is_warn = []
+            sub = gi["x"][:: max(1, len(gi["x"]) // 20000)]
+            sd = np.maximum(sub.std(0), 1e-12)
+            for m in modes:                 # optima the importance draws never reached
+                m["visited"] = bool(np.min(np.linalg.norm((sub - m["x"]) / sd, axis=1)) < 1.0)
+                th = coords.to_theta(m.pop("x")[None])[0]
+                m["theta"] = dict(zip(prior.names, map(float, th), strict=True))
+                if m["delta_log_posterior"] < 3.0 and not m["visited"]:
+                    where = ", ".join(f"{n}={v:.4g}" for n, v in m["theta"].items())
+                    is_warn.append(f"another posterior mode at {where}, "
+                                   f"{m['delta_log_posterior']:.2f} below the best in log "
+                                   "posterior, not reached by the sampler")
             seconds = time.perf_counter() - t0
             theta_map = coords.to_theta(x_map[None])[0]
             diag = {"sampler": "emcee pilot + importance sampling (PSIS)",
                     "emcee_version": emcee.__version__, "forward_model": kind,
                     "statistic": like.kind, "likelihood_path": "expected counts",
-                    "importance": is_info, "modes": [], "n_walkers": nw,
+                    "importance": is_info, "modes": modes, "n_walkers": nw,
                     "steps": p_steps, "burn_in": p_steps // 3, "stop_reason": "importance",
                     "effective_sample_size_min": gi["ess"], "n_samples": int(len(samples)),
                     "likelihood_calls": like.n_calls, "likelihood_spectra": like.n_spectra,
@@ -457,7 +469,7 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
                     "seconds": seconds,
                     "seconds_per_1000_effective": seconds * 1000.0 / max(gi["ess"], 1e-9),
                     "map": dict(zip(prior.names, map(float, theta_map), strict=True)),
-                    "seed": int(seed), "warnings": []}
+                    "seed": int(seed), "warnings": is_warn}
             return McmcResult(samples=samples, names=list(prior.names), diagnostics=diag,
                               log_prob=np.full(len(samples), np.nan), forward=like.forward)
         start = pch[-1]

@@ -72,6 +72,11 @@ def test_arviz_groups_and_loo(obs_3c273, tmp_path):
     assert np.all(np.isfinite(s["r_hat"]))
     loo = az.loo(idata)
     assert np.isfinite(loo.elpd_loo)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    axes = az.plot_trace(idata)
+    assert axes.shape[0] == len(res.names)
     summ = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summ["parameters"]["PhoIndex"]["median"] == pytest.approx(
         float(np.median(res.samples[:, 0])))

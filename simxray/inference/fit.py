@@ -16,7 +16,6 @@ import numpy as np
 from ..errors import SimxrayError
 
 DEFAULT_POSTERIOR = Path(__file__).resolve().parent.parent / "data" / "posterior_default"
-PPC_ALERT = 0.01          # posterior-predictive p-value below which a fit is flagged
 
 
 def default_posterior_dir() -> Path:

@@ -172,22 +172,15 @@ def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, dev
 
 def _run_emcee(problem: FitProblem, n_samples: int, seed: int, *, emulator=None,
                quiet: bool = True, importance: bool = False, **kw):
-    from .mcmc import sample_emcee
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if emulator is not None:
-            res = sample_emcee(problem.x, emulator=emulator, prior=problem.prior,
-                               background=problem.background,
-                               background_scale=problem.background_scale,
-                               anchor=problem, n_samples=n_samples, seed=seed, quiet=quiet,
-                               keep_chain=True, **kw)
+            res = problem.sample_emcee(emulator=emulator, anchor=problem, n_samples=n_samples,
+                                       seed=seed, quiet=quiet, keep_chain=True, **kw)
         else:
-            res = sample_emcee(problem.x, simulator=problem, prior=problem.prior,
-                               background=problem.background,
-                               background_scale=problem.background_scale,
-                               n_samples=n_samples, seed=seed, quiet=quiet, keep_chain=True,
-                               importance=importance, **kw)
+            res = problem.sample_emcee(n_samples=n_samples, seed=seed, quiet=quiet,
+                                       keep_chain=True, importance=importance, **kw)
     d = res.diagnostics
     burn = int(d["burn_in"])
     chains = res.chain[burn:] if res.chain is not None and "importance" not in d else None
@@ -247,14 +240,10 @@ def _run_snpe(problem: FitProblem, n_samples: int, seed: int, quiet: bool,
         sim.background_mu = bmu
         x = problem.obs.counts[problem.slice]
         # a short exact emcee pilot sets round 1's box (a wide prior needs it)
-        from .mcmc import sample_emcee
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            pilot = sample_emcee(problem.x, simulator=problem, prior=problem.prior,
-                                 background=problem.background,
-                                 background_scale=problem.background_scale, n_samples=2000,
-                                 seed=seed, quiet=True, max_steps=250, n_effective=100).samples
+            pilot = problem.sample_emcee(n_samples=2000, seed=seed, quiet=True, max_steps=250,
+                                         n_effective=100).samples
         kw.setdefault("pilot", pilot)
         res = fit_tsnpe(sim, x, prior=problem.prior, mask=problem.inner, seed=seed,
                         quiet=quiet, n_samples=max(n_samples, n_reweight), log=log.info, **kw)

@@ -397,6 +397,16 @@ class FitProblem:
                           background_counts=self.background,
                           background_scale=self.background_scale)
 
+    def sample_emcee(self, **kw):
+        """:func:`~simxray.inference.mcmc.sample_emcee` on this problem's counts, prior and
+        background (W-stat), with the exact simulator unless ``emulator=`` is given."""
+        from .mcmc import sample_emcee
+
+        if "emulator" not in kw:
+            kw["simulator"] = self
+        return sample_emcee(self.x, prior=self.prior, background=self.background,
+                            background_scale=self.background_scale, **kw)
+
     def channel_loglike(self, mu: np.ndarray) -> np.ndarray:
         """Per-channel log likelihood (B, C) = -stat_i / 2 for expected counts mu (B, C)
         (C-stat or W-stat terms with the data-only constant removed, as XSPEC's)."""

@@ -7,7 +7,7 @@ STAMP_SYS := $(VENV)/.sys-ok
 STAMP_PY  := $(VENV)/.install-ok
 DEMO_OUT  ?= demo_output
 
-.PHONY: demo test test-fast test-faults venv sysdeps lint bench clean
+.PHONY: demo test test-fast test-faults venv sysdeps lint bench clean test-matrix check-wheel
 
 # System packages Sherpa needs to build from source (root or sudo).
 $(STAMP_SYS):
@@ -27,7 +27,7 @@ $(STAMP_PY): pyproject.toml $(STAMP_SYS)
 venv: $(STAMP_PY)
 
 demo: venv
-	$(VENV)/bin/simxray demo --out $(DEMO_OUT)
+	$(VENV)/bin/simxray demo --out $(DEMO_OUT) --overwrite
 
 test: venv
 	$(VPY) -m pytest -q tests
@@ -58,6 +58,17 @@ docs: venv
 		echo "== $$nb"; \
 		MPLBACKEND=Agg OMP_NUM_THREADS=1 SIMXRAY_DOCS_OUT=$(abspath $(DOCS_OUT)) $(VPY) $$nb; \
 	done
+
+# The fast tier under other Pythons (default 3.10 and 3.12; .venv-py310/.venv-py312, git-ignored;
+# docs/install.md records which versions pass). WITH_SHERPA=1 also builds Sherpa (minutes each).
+PYVERSIONS ?= 3.10 3.12
+test-matrix:
+	bash scripts/test_python_versions.sh $(PYVERSIONS)
+
+# Build the wheel, install it with its dependencies into a fresh venv, run `simxray demo`
+# outside the checkout (docs/install.md has the measured time).
+check-wheel:
+	bash scripts/check_wheel_install.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

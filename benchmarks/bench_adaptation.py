@@ -48,6 +48,8 @@ if str(REPO) not in sys.path:
 SHARED = Path(os.environ.get("SIMXRAY_SHARED", REPO.parent / "shared"))
 NORM_RANGE = (2e-4, 2e-3)
 HALF_WIDTH = {"nH": 0.3, "PhoIndex": 0.25}
+#: event-simulator settings of "reality" (PSF pinned: Gaussian core, sigma 0.36")
+EVENTSIM = {"psf": "gaussian", "psf_sigma_arcsec": 0.36}
 
 
 def emulator_section(res, box, x, truth, names, scale, seed: int, quick: bool,
@@ -130,7 +132,9 @@ def run(quick: bool = False, seed: int = 7, emcee_pairs: int | None = None) -> d
     epochs, ft_epochs, minutes, n_post = (10, 10, 0.5, 200) if quick else (60, 60, 3.0, 500)
     t_all = time.time()
     rng = np.random.default_rng(seed)
-    S = setup_3c120(SHARED / "data" / "chandra")
+    # the event simulator's PSF is pinned (the one these figures were made with), so a change
+    # of its default does not move them
+    S = setup_3c120(SHARED / "data" / "chandra", eventsim=dict(EVENTSIM))
     names = S.source.names
     real = fit_gratings(S.arms, S.source, np.array([-1.0, 1.8, -2.0]))
     ref = real.mean
@@ -153,8 +157,8 @@ def run(quick: bool = False, seed: int = 7, emcee_pairs: int | None = None) -> d
     # ablation: calibration (a) alone, without the learned correction (b)
     sim_cal = PileupSimulator(res.simulators["davis"].davis, S.source, "calibrated", calibration=res.calibration)
     th_c = box.sample(n_sims, rng)
-    npe_cal, h_cal = train_npe(th_c, sim_cal.expected(th_c, rng), box, init=res.npe_davis, epochs=ft_epochs,
-                               max_minutes=minutes, seed=seed + 2)
+    npe_cal, h_cal = train_npe(th_c, sim_cal.expected(th_c, rng), box, Path(res.workdir.name) / "npe_calibrated",
+                               init=res.npe_davis, epochs=ft_epochs, max_minutes=minutes, seed=seed + 2)
 
     scale = (box.high - box.low) / np.sqrt(12.0)  # prior sd of each parameter (fit space)
     methods: dict[str, dict] = {}

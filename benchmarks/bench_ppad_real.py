@@ -10,7 +10,9 @@ simulations per source for the variability test, 16 bootstrap resamplings for in
 
 Recorded (``benchmarks/results/ppad_real.json``):
 
-* per source: the PPAD class (reference-latent classifier) with its probabilities, the
+* per source: the reported class (``class``: the combined decision of
+  :func:`~simxray.events.realencode.combined_class`, rule in ``decision_rule``), the PPAD
+  class (reference-latent classifier) with its probabilities, the
   variability test (likelihood ratio against constant-rate simulations), the final class,
   decoded peak time and peak/median ratio, decoded hardness with bootstrap intervals,
   anomaly score; the baseline's Bayesian blocks (p0 = 0.01 and, for sensitivity, 0.001), Z²
@@ -115,7 +117,7 @@ def run(wide_prior: int = 1800, null_sims: int = 50, bootstrap: int = 16, repeat
     from simxray.events.features import feature_matrix
     from simxray.events.lightcurve import bayesian_blocks_flare, z2_at
     from simxray.events.ppad import PPAD
-    from simxray.events.realencode import VariabilityClassifier, analyse, json_safe
+    from simxray.events.realencode import DECISION_RULE, VariabilityClassifier, analyse, json_safe
     from simxray.events.simulate import KINDS
     from simxray.provenance import provenance, sha256
 
@@ -144,7 +146,7 @@ def run(wide_prior: int = 1800, null_sims: int = 50, bootstrap: int = 16, repeat
         model.encode([o.source for o in oo], steps=30)
         t2 = time.perf_counter()
         per_file.append({"file": f.name, "bytes": f.stat().st_size, "sources": len(sp),
-                         "read_s": t1 - t0, "encode_s": t2 - t1,
+                         "read_s": t1 - t0, "encode_s": t2 - t1, "read_mb_per_s": f.stat().st_size / 1e6 / (t1 - t0),
                          "sources_per_s": len(sp) / (t2 - t0)})
     # ---- analysis
     t0 = time.perf_counter()
@@ -178,6 +180,10 @@ def run(wide_prior: int = 1800, null_sims: int = 50, bootstrap: int = 16, repeat
         "events_dir": str(EVENTS),
         "files": [{"file": f.name, "bytes": f.stat().st_size, "sha256": sha256(f)} for f in files],
         "model": "simxray/data/ppad_default",
+        "decision_rule": DECISION_RULE,
+        "classes": {r["source"]: {"class": r["class"], "decided_by": r["variability"]["decided_by"],
+                                  "ppad_classifier": r["ppad"]["class"], "ppad_final": r["ppad"]["final_class"],
+                                  "baseline": r["baseline"]["class"]} for r in res},
         "settings": {"steps": 30, "null_sims": null_sims, "bootstrap": bootstrap, "alpha": 1 / (null_sims + 1),
                      "bayesian_blocks_p0": 0.01, "z2_fap_periodic": 1e-3, "torch_threads": torch.get_num_threads()},
         "throughput": {"n_sources": len(specs), "n_files": len(files),
@@ -217,7 +223,11 @@ def _checks(by: dict, obs, specs, z2_at) -> dict:
                          "wide_prior_class": p.get("wide_prior_classifier", {}).get("class")},
                 "baseline": {"class": bb["cls"], "peak_time": bb.get("peak_time"), "flare_interval": iv,
                              "peak_minus_reference_s": (bb.get("peak_time") or np.nan) - ref["centre"],
-                             "found": bb["cls"] == "flare"}}
+                             "found": bb["cls"] == "flare"},
+                "combined": {"class": r["class"], "decided_by": r["variability"]["decided_by"],
+                             "peak_time": bb.get("peak_time"),
+                             "peak_minus_reference_s": (bb.get("peak_time") or np.nan) - ref["centre"],
+                             "pass": bool(r["class"] == "flare" and iv[0] <= ref["centre"] <= iv[1])}}
 
     out["15043_flare_sgra_cutout"] = peak_check("15043 Sgr A* cut-out")
     out["15043_flare_window_sgra"] = peak_check("15043 flare window: Sgr A*")
@@ -230,7 +240,9 @@ def _checks(by: dict, obs, specs, z2_at) -> dict:
                  "pass": r["ppad"]["final_class"] == "constant"},
         "baseline": {"class": r["baseline"]["class"], "n_blocks": r["baseline"]["bayesian_blocks"]["n_blocks"],
                      "pass": r["baseline"]["class"] == "constant",
-                     "p0_0.001": r["baseline"]["bayesian_blocks_p0_0.001"]}}
+                     "p0_0.001": r["baseline"]["bayesian_blocks_p0_0.001"]},
+        "combined": {"class": r["class"], "decided_by": r["variability"]["decided_by"],
+                     "pass": r["class"] == "constant"}}
     key = "15043 flare window: SGR J1745-2900"
     r = by[key]
     o = obs[[s["name"] for s in specs].index(key)]
@@ -247,8 +259,13 @@ def _checks(by: dict, obs, specs, z2_at) -> dict:
                          f"{s.span / MAGNETAR_P_README:.0f} cycles in this {s.span:.0f}-s window"},
         "baseline": {"class": r["baseline"]["class"], "period_s": zs["period_s"], "z2": zs["z2"],
                      "log10_fap": zs.get("log10_fap"), "n_trials": zs.get("n_trials"),
+                     "dither_excluded_width_hz": zs.get("dither_excluded", {}).get("excluded_width_hz"),
                      "pass": bool(r["baseline"]["class"] == "periodic"
-                                  and abs(zs["period_s"] - MAGNETAR_P_README) < 1e-3)}}
+                                  and abs(zs["period_s"] - MAGNETAR_P_README) < 1e-3)},
+        "combined": {"class": r["class"], "period_s": r["variability"].get("period_s"),
+                     "decided_by": r["variability"]["decided_by"],
+                     "pass": bool(r["class"] == "periodic"
+                                  and abs(r["variability"].get("period_s", 0) - 3.76) <= 0.01)}}
     field = [rr for rr in by.values() if rr["source"].startswith("28229 source")]
     const = [rr for rr in field if rr["baseline"]["bayesian_blocks"]["n_blocks"] == 1]
     out["28229_no_constant_source_called_flare"] = {
@@ -258,7 +275,11 @@ def _checks(by: dict, obs, specs, z2_at) -> dict:
         "ppad_pass": all(rr["ppad"]["final_class"] != "flare" for rr in const),
         "ppad_classifier_alone_pass": all(rr["ppad"]["class"] != "flare" for rr in const),
         "baseline_classes": {rr["source"]: rr["baseline"]["class"] for rr in field},
-        "baseline_pass": all(rr["baseline"]["class"] != "flare" for rr in const)}
+        "baseline_pass": all(rr["baseline"]["class"] != "flare" for rr in const),
+        "combined_classes": {rr["source"]: rr["class"] for rr in field},
+        "combined_pass": all(rr["class"] != "flare" for rr in field)}
+    out["all_combined_pass"] = all(v["combined"]["pass"] if "combined" in v else v.get("combined_pass", True)
+                                   for v in out.values())
     return out
 
 
@@ -282,8 +303,8 @@ def figure(path: Path, model, enc, obs, res) -> None:
         b = max(o.source.span / 40.0, 10 * (o.source.frame_time or 3.2))
         plot_observation(axes[k], model, enc, i, o, b)
         r = res[i]
-        axes[k, 0].text(0.01, 0.97, f"{r['source']}\nPPAD {r['ppad']['final_class']}; baseline "
-                        f"{r['baseline']['class']}", transform=axes[k, 0].transAxes, fontsize=5.5, va="top")
+        axes[k, 0].text(0.01, 0.97, f"{r['source']}: {r['class']}\nPPAD classifier {r['ppad']['class']}; "
+                        f"baseline {r['baseline']['class']}", transform=axes[k, 0].transAxes, fontsize=5.5, va="top")
         axes[k, 0].set_ylabel("counts/s", fontsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("time - tstart (ks)", fontsize=6)
@@ -314,7 +335,11 @@ def main() -> None:
         figure(Path(args.png), model, enc, obs, [by[s["name"]] for s in specs])
         return
     doc, (model, enc, obs, res) = run(args.wide_prior, args.null_sims, args.bootstrap)
-    Path(args.json).write_text(json.dumps(doc, indent=1))
+    from simxray.provenance import atomic_path
+
+    tmp = atomic_path(args.json)
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, args.json)
     figure(Path(args.png), model, enc, obs, doc["sources"])
     print(json.dumps({"throughput": {k: v for k, v in doc["throughput"].items() if k != "per_file"},
                       "checks": doc["checks"]}, indent=1))

@@ -300,26 +300,15 @@ def sherpa_best_fit(setup: Setup, starts: list[dict[str, float]] | None = None,
             ui.set_method_opt("seed", 74815)
             ui.set_method_opt("population_size", 16 * 5)
             ui.set_method_opt("maxfev", 4000)
-            ui.fit()
-            fr = ui.get_fit_results()
-            ncalls += fr.nfev
-            if fr.statval < best_stat - 1e-9:
-                best_stat, best_vals = float(fr.statval), _values(m)
-            _set(m, best_vals)
-            ui.set_method("levmar")
-            ui.fit()
-            fr = ui.get_fit_results()
-            ncalls += fr.nfev
-            if fr.statval < best_stat - 1e-9:
-                best_stat, best_vals = float(fr.statval), _values(m)
-            _set(m, best_vals)
-            ui.set_method("neldermead")
-            ui.fit()
-            fr = ui.get_fit_results()
-            ncalls += fr.nfev
-            if fr.statval < best_stat - 1e-9:
-                best_stat, best_vals = float(fr.statval), _values(m)
-            _set(m, best_vals)
+            for method in (None, "levmar", "neldermead"):    # moncar, then two polishes
+                if method:
+                    ui.set_method(method)
+                ui.fit()
+                fr = ui.get_fit_results()
+                ncalls += fr.nfev
+                if fr.statval < best_stat - 1e-9:
+                    best_stat, best_vals = float(fr.statval), _values(m)
+                _set(m, best_vals)
     stat_info = ui.get_stat_info()[0]
     out: dict = {"best_fit": best_vals, "statistic": best_stat,
                  "dof": int(stat_info.dof), "numpoints": int(stat_info.numpoints),

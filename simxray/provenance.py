@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from . import __version__
+from .compat import UTC
 
 _COMMIT: str | None = None
 
@@ -47,7 +48,7 @@ def provenance(**extra) -> dict:
     info = {
         "simxray_version": __version__,
         "git_commit": git_commit(),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
     }
     info.update(extra)

@@ -20,10 +20,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from astropy.io import fits
+from tiny_instrument import campaign_toml, make_instrument
 
 from simxray.cli import main
-from simxray.io.ogip import write_pha
 from simxray.simulator import campaign
 from simxray.simulator.campaign import read_dataset, run_campaign, run_chunk
 from simxray.simulator.config import load_config
@@ -32,69 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
-def make_instrument(d: Path, M: int = 60, C: int = 40) -> Path:
-    """ARF, RMF, source and background PHA in ``d``; returns the source PHA path."""
-    e = np.linspace(0.3, 10.0, M + 1)
-    lo, hi = e[:-1], e[1:]
-    area = 50.0 + 300.0 * np.exp(-0.5 * ((0.5 * (lo + hi) - 1.5) / 2.0) ** 2)
-    arf = fits.BinTableHDU.from_columns([
-        fits.Column("ENERG_LO", "E", array=lo), fits.Column("ENERG_HI", "E", array=hi),
-        fits.Column("SPECRESP", "E", array=area)], name="SPECRESP")
-    fits.HDUList([fits.PrimaryHDU(), arf]).writeto(d / "arf.fits")
-    eb = np.linspace(0.3, 10.0, C + 1)
-    mid = 0.5 * (lo + hi)
-    chan_mid = 0.5 * (eb[:-1] + eb[1:])
-    mat = np.exp(-0.5 * ((chan_mid[None, :] - mid[:, None]) / 0.3) ** 2)
-    mat /= mat.sum(1, keepdims=True)
-    m = fits.BinTableHDU.from_columns([
-        fits.Column("ENERG_LO", "E", array=lo), fits.Column("ENERG_HI", "E", array=hi),
-        fits.Column("N_GRP", "I", array=np.ones(M)), fits.Column("F_CHAN", "I", array=np.ones(M)),
-        fits.Column("N_CHAN", "I", array=np.full(M, C)),
-        fits.Column("MATRIX", f"{C}E", array=mat.astype(np.float32))], name="MATRIX")
-    m.header["DETCHANS"] = C
-    m.header["TLMIN4"] = 1
-    ebh = fits.BinTableHDU.from_columns([
-        fits.Column("CHANNEL", "J", array=np.arange(1, C + 1)),
-        fits.Column("E_MIN", "E", array=eb[:-1]), fits.Column("E_MAX", "E", array=eb[1:])],
-        name="EBOUNDS")
-    ebh.header["DETCHANS"] = C
-    fits.HDUList([fits.PrimaryHDU(), m, ebh]).writeto(d / "rmf.fits")
-    write_pha(d / "bkg.pi", np.full(C, 4), 1e4, backscal=10.0, background=True)
-    return write_pha(d / "src.pi", np.zeros(C, int), 1e4, respfile="rmf.fits", ancrfile="arf.fits",
-                     backfile="bkg.pi", frame_time=3.24104, backscal=1.0)
-
-
-CONFIG = """
-[simulation]
-name = "tiny"
-chunk_size = {chunk}
-
-[instrument]
-spectrum = "src.pi"
-energy_range = [0.5, 8.0]
-add_background = true
-
-[model]
-expression = "powerlaw"
-
-[model.parameters]
-PhoIndex = {{ dist = "uniform", low = 1.0, high = 3.0 }}
-norm = {{ dist = "loguniform", low = 1e-3, high = 1e-1 }}
-
-[pileup]
-model = "{pileup}"
-grid = "256:15"
-alpha = {{ dist = "uniform", low = 0.0, high = 1.0 }}
-f = {{ dist = "uniform", low = 0.85, high = 1.0 }}
-"""
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny")
     make_instrument(d)
-    (d / "tiny.toml").write_text(CONFIG.format(chunk=25, pileup="jdpileup"))
-    (d / "fast.toml").write_text(CONFIG.format(chunk=500, pileup="none"))
+    (d / "tiny.toml").write_text(campaign_toml("tiny", 25, "jdpileup"))
+    (d / "fast.toml").write_text(campaign_toml("tiny", 500, "none"))
     return d
 
 

@@ -330,6 +330,10 @@ def test_flares_found_with_peak_time(analysed, key, readme_max, half_duration):
     assert p["decoded_peak"]["peak_ratio"] > 5
     assert b["bayesian_blocks"]["cls"] == "flare"
     assert abs(b["bayesian_blocks"]["peak_time"] - t_ref) < half_duration
+    # the reported (combined) class: one eruption in the blocks -> flare, whatever the PPAD classifier says
+    assert res[key]["class"] == "flare" and res[key]["variability"]["evidence"]["n_eruptions"] == 1
+    er = b["morphology"]["eruptions"][0]
+    assert er[0] <= t_ref <= er[1]
     iv = b["bayesian_blocks"]["flare_interval"]
     assert iv[0] <= p["decoded_peak"]["peak_time"] <= iv[1]
 
@@ -340,6 +344,7 @@ def test_14945_is_constant(analysed):
     assert n_max == 8 and mean == pytest.approx(2.9, abs=0.1)            # README: mean 2.9, at most 8
     p = res["14945"]["ppad"]
     assert p["final_class"] == "constant" and not p["variability_test"]["significant"]
+    assert res["14945"]["class"] == "constant"
     # the baseline's Bayesian blocks split it at p0 = 0.01 (a 3x excess in the last 770 s), not at 0.001
     assert bayesian_blocks_flare(obs["14945"].source, p0=0.001)["n_blocks"] == 1
 
@@ -355,6 +360,10 @@ def test_magnetar_is_periodic_at_3p76_s(analysed):
     assert b["z2_search"]["period_s"] == pytest.approx(3.76364, abs=5e-4) and b["z2_search"]["log10_fap"] < -10
     # PPAD's periodic head spans 1-24 cycles per span; 3.76 s is ~1470 cycles here: it sees no period
     assert res["magnetar"]["ppad"]["final_class"] != "periodic"
+    # ... the combined class does, from the dither- and trials-corrected Z² search
+    v = res["magnetar"]["variability"]
+    assert res["magnetar"]["class"] == "periodic" and v["period_s"] == pytest.approx(3.76, abs=0.01)
+    assert b["z2_search"]["n_trials"] > 1000 and b["z2_search"]["dither_excluded"]["excluded_width_hz"] > 0
 
 
 def test_28229_constant_field_sources_not_flares(analysed):
@@ -366,9 +375,11 @@ def test_28229_constant_field_sources_not_flares(analysed):
                       sgr["dec"] - SGR_A_STAR[1]) * 3600 < 1.0
     for k in range(len(field)):
         r = res[f"28229_{k}"]
+        assert r["class"] != "flare", r["name"]
         if r["baseline"]["bayesian_blocks"]["n_blocks"] == 1:
             assert r["ppad"]["final_class"] != "flare", r["name"]
             assert r["baseline"]["class"] != "flare"
+            assert r["class"] == "constant", r["name"]
 
 
 def test_cli_encode_real_file_report_and_plot(evdir, tmp_path):
@@ -381,6 +392,7 @@ def test_cli_encode_real_file_report_and_plot(evdir, tmp_path):
     src = doc["sources"][0]
     assert src["timesys"] == "TDB" and src["frame_time_s"] == 0.44104
     assert sum(src["ppad"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert src["class"] == "flare" and src["variability"]["decided_by"]
     for key in ("hard_hm", "hard_ms", "hard_hs"):
         h = src["baseline"]["hardness"][key]
         assert h["lo"] <= h["value"] <= h["hi"]
@@ -417,3 +429,66 @@ def test_csc_style_fits_regions_and_areas(tmp_path):
     assert bkg.contains(np.array([100 + 14 * c]), np.array([100 + 14 * s]))[0]
     assert not bkg.contains(np.array([100 + 5 * c]), np.array([100 + 5 * s]))[0]
     assert src.contains(np.array([100 + 5 * c]), np.array([100 + 5 * s]))[0]
+
+
+# --------------------------------------------------------------------------- combined decision
+
+
+def _sim_events(rng, rate_fn, span=20000.0, ft=3.24104, n_mean=600):
+    """Frame-quantised events of a rate shape rate_fn(t) (arbitrary units) scaled to n_mean counts."""
+    tf = (np.arange(int(span / ft)) + 0.5) * ft
+    lam = rate_fn(tf)
+    lam = lam * n_mean / lam.sum()
+    t = np.repeat(tf, rng.poisson(lam))
+    e = np.full(t.size, 2.0)
+    return EventList(t, e, np.array([[0.0, tf[-1] + 0.5 * ft]]), ft)
+
+
+def test_z2_fap_calibrated_and_dither_excluded():
+    """Constant sources: the trial-corrected FAP of the blind search is uniform (χ²₂ null), so
+    P(FAP < 0.1) = 0.1; a 707-s dither modulation is excluded (never 'periodic') and reported
+    in ``dither_peak``; a real 123.4-s period is found."""
+    rng = np.random.default_rng(5)
+    faps = [z2_search(_sim_events(rng, lambda t: np.ones_like(t)))["fap"] for _ in range(150)]
+    k = int(np.sum(np.array(faps) < 0.1))
+    assert 5 <= k <= 27                          # Binomial(150, 0.1): mean 15, 99.9 % interval 4.5-28
+    dith = _sim_events(rng, lambda t: 1 + 0.6 * np.sin(2 * np.pi * t / 707.0), n_mean=2000)
+    zs = z2_search(dith)
+    assert zs["fap"] > 1e-3 and zs["dither_peak"]["log10_fap"] < -6
+    assert zs["dither_peak"]["period_s"] == pytest.approx(707.0, rel=0.01)
+    no_ex = z2_search(dith, exclude_dither=False)
+    assert no_ex["fap"] < 1e-6 and no_ex["period_s"] == pytest.approx(707.0, rel=0.01)
+    per = z2_search(_sim_events(rng, lambda t: 1 + 0.5 * np.sin(2 * np.pi * t / 123.4), n_mean=2000))
+    assert per["fap"] < 1e-6 and per["period_s"] == pytest.approx(123.4, rel=1e-3)
+
+
+def test_combined_class_rule_on_simulated_shapes():
+    """The combined decision without PPAD (blocks + Z²): a constant source is constant, a single
+    FRED flare is a flare, three eruptions are a qpe, a sinusoid at 80 cycles per span is periodic."""
+    from simxray.events.realencode import baseline, combined_class
+    from simxray.events.realfile import Observation
+
+    rng = np.random.default_rng(11)
+    shapes = {"constant": lambda t: np.ones_like(t),
+              "flare": lambda t: 1 + 15 * np.where(t < 8000, np.exp((t - 8000) / 150), np.exp(-(t - 8000) / 800)),
+              "qpe": lambda t: 1 + 20 * sum(np.exp(-0.5 * ((t - c) / 250) ** 2) for c in (4000, 10000, 16000)),
+              "periodic": lambda t: 1 + 0.6 * np.sin(2 * np.pi * t / 250.0)}
+    for kind, fn in shapes.items():
+        ev = _sim_events(rng, fn, n_mean=1500)
+        obs = Observation(source=ev, meta={"dtcor": 1.0})
+        got = combined_class(None, baseline(obs))
+        assert got["class"] == kind, (kind, got)
+
+
+def test_bayesian_blocks_events_matches_astropy():
+    """The fast dynamic programme gives astropy's edges (fitness 'events', frame-quantised times)."""
+    from astropy.stats import bayesian_blocks
+
+    from simxray.events.lightcurve import bayesian_blocks_events
+
+    rng = np.random.default_rng(3)
+    for n in (15, 120, 400):
+        t = np.sort(np.concatenate([rng.uniform(0, 2e4, n), rng.normal(8e3, 300, n // 2)]))
+        t = np.round(t / 3.24104) * 3.24104
+        for p0 in (0.001, 0.01, 0.05):
+            np.testing.assert_allclose(bayesian_blocks_events(t, p0), bayesian_blocks(t, fitness="events", p0=p0))

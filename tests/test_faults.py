@@ -412,38 +412,16 @@ def test_validate_checks_before_work_and_exit_codes(tmp_path, capsys, monkeypatc
 # ---------------------------------------------------------------------------
 # simulate: killed, interrupted and concurrent runs (subprocesses)
 
-TOML = """
-[simulation]
-name = "faults"
-chunk_size = 100
-
-[instrument]
-spectrum = "src.pi"
-energy_range = [0.5, 8.0]
-add_background = true
-
-[model]
-expression = "powerlaw"
-
-[model.parameters]
-PhoIndex = {{ dist = "uniform", low = 1.0, high = 3.0 }}
-norm = {{ dist = "loguniform", low = 1e-3, high = 1e-1 }}
-
-[pileup]
-model = "jdpileup"
-grid = "256:15"
-alpha = {{ dist = "uniform", low = 0.0, high = 1.0 }}
-"""
 N = 6000
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    from test_campaign import make_instrument
+    from tiny_instrument import campaign_toml, make_instrument
 
     d = tmp_path_factory.mktemp("faults")
     make_instrument(d)
-    (d / "f.toml").write_text(TOML.format())
+    (d / "f.toml").write_text(campaign_toml("faults", 100, "jdpileup", f_prior=False))
     return d
 
 

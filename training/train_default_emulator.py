@@ -22,16 +22,17 @@ Every step runs the ``simxray`` command line under ``nice``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, base_parser
+from _common import simxray as _simxray
+
 SIM_CONFIG = REPO / "simulations" / "acis_powerlaw.toml"
 TRAIN_CONFIG = REPO / "training" / "emulator_default.toml"
 POSTERIOR_DATA = REPO / "build" / "posterior_default" / "acis_powerlaw.h5"
@@ -39,13 +40,7 @@ DEFAULT_OUT = REPO / "simxray" / "data" / "emulator_default"
 SHIPPED = ("weights.safetensors", "config.json", "training.json")
 
 
-def simxray(*args: object, threads: int = 1) -> None:
-    """Run ``nice python -m simxray.cli ARGS``; stop on failure."""
-    inc = max(0, 10 - os.nice(0))          # niceness 10 in all, not 10 more if run under nice
-    cmd = ["nice", "-n", str(inc), sys.executable, "-m", "simxray.cli", *map(str, args)]
-    print("+", " ".join(cmd[3:]), flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    subprocess.run(cmd, check=True, cwd=REPO, env=env)
+simxray = partial(_simxray, nice=10)
 
 
 def score(v: dict) -> tuple:
@@ -57,19 +52,13 @@ def score(v: dict) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / "build" / "emulator_default"),
-                    help="working folder (default %(default)s)")
+    ap = base_parser(__doc__, work="emulator_default", n=60000, out=DEFAULT_OUT)
     ap.add_argument("--dataset", help="existing dataset from 'simxray simulate' to train on")
-    ap.add_argument("--n", type=int, default=60000, help="simulations (default %(default)s)")
-    ap.add_argument("--seed", type=int, default=1, help="simulation seed (default %(default)s)")
     ap.add_argument("--source-rows", type=int, default=3000,
                     help="training rows of the 'source' variant (default %(default)s)")
     ap.add_argument("--source-epochs", type=int, default=60,
                     help="epochs of the 'source' variant (default %(default)s)")
     ap.add_argument("--validate-n", type=int, default=1000, help="held-out prior draws")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="where to ship (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
     work = Path(args.work)

@@ -22,28 +22,22 @@ Every step runs the ``simxray`` command line under ``nice``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, base_parser, ship
+from _common import simxray as _simxray
+
 SIM_CONFIG = REPO / "simulations" / "acis_powerlaw.toml"
 TRAIN_CONFIG = REPO / "training" / "npe_default.toml"
 DEFAULT_OUT = REPO / "simxray" / "data" / "posterior_default"
 SHIPPED = ("weights.safetensors", "config.json", "training.json")
 
 
-def simxray(*args: str, threads: int = 1) -> None:
-    """Run ``nice python -m simxray.cli ARGS``; stop on failure."""
-    cmd = ["nice", "-n", "10", sys.executable, "-m", "simxray.cli", *map(str, args)]
-    print("+", " ".join(cmd[3:]), flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    subprocess.run(cmd, check=True, cwd=REPO, env=env)
+simxray = partial(_simxray, nice=10)
 
 
 def candidate_dir(work: Path, cand: str) -> Path:
@@ -79,11 +73,7 @@ def summary_of(path: Path, epochs: int | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / "build" / "posterior_default"),
-                    help="working folder for the dataset and candidates (default %(default)s)")
-    ap.add_argument("--n", type=int, default=60000, help="simulations (default %(default)s)")
-    ap.add_argument("--seed", type=int, default=1, help="simulation seed (default %(default)s)")
+    ap = base_parser(__doc__, work="posterior_default", n=60000, out=DEFAULT_OUT)
     ap.add_argument("--dataset", help="use this existing dataset instead of simulating")
     ap.add_argument("--candidates", default="cnn:anscombe,resnet:anscombe,cnn:log1p",
                     help="EMBEDDING:TRANSFORM,... to compare (default %(default)s)")
@@ -98,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="worst quick-calibration coverage error a candidate may have "
                          "(200 validation spectra; default %(default)s)")
     ap.add_argument("--validate-n", type=int, default=500, help="validation simulations")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="where to ship (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
     work = Path(args.work)
@@ -144,23 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     comparison["final"] = summary_of(final)
     (work / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")
 
-    ship = Path(args.out)
-    tmp = ship.with_name(ship.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in SHIPPED:
-        shutil.copy2(final / f, tmp / f)
-    (tmp / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")
-    old = ship.with_name(ship.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if ship.exists():
-        ship.rename(old)
-    tmp.rename(ship)
-    shutil.rmtree(old, ignore_errors=True)
-    simxray("validate", ship, "--n", args.validate_n, "--seed", args.seed + 1000, "--out",
-            ship / "validation", "--json", ship / "validation.json", "--quiet",
+    dest = ship(final, SHIPPED, Path(args.out),
+                extra={"comparison.json": json.dumps(comparison, indent=2) + "\n"})
+    simxray("validate", dest, "--n", args.validate_n, "--seed", args.seed + 1000, "--out",
+            dest / "validation", "--json", dest / "validation.json", "--quiet",
             "--threads", args.threads, threads=args.threads)
-    print(f"done in {(time.time() - t0) / 60:.1f} min: {ship}")
+    print(f"done in {(time.time() - t0) / 60:.1f} min: {dest}")
     return 0
 
 

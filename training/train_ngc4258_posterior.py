@@ -26,34 +26,29 @@ Every ``simxray`` step runs under ``nice`` with one torch thread.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import (
+    MAX_WEIGHTS_BYTES,
+    REPO,
+    add_shipping_checks,
+    base_parser,
+    coverage_and_size,
+    ship,
+    simxray,
+    train_or_resume,
+)
+
 SIM_CONFIG = REPO / "simulations" / "acis_ngc4258.toml"
 TRAIN_CONFIG = REPO / "training" / "npe_ngc4258.toml"
 DEFAULT_OUT = REPO / "simxray" / "data" / "posterior_ngc4258"
 SHIPPED = ("weights.safetensors", "config.json", "training.json", "validation.json",
            "real_spectrum.json")
-MAX_WEIGHTS_BYTES = 3 * 1024 * 1024
 PPC_MIN = 0.01
-
-
-def simxray(*args: object, threads: int = 1, ok: tuple[int, ...] = (0,)) -> int:
-    """Run ``nice python -m simxray.cli ARGS``; stop unless its exit status is in ``ok``."""
-    cmd = ["nice", "-n", "19", sys.executable, "-m", "simxray.cli", *map(str, args)]
-    print("+", " ".join(cmd[3:]), flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
-    if rc not in ok:
-        raise SystemExit(f"failed with exit status {rc}: {' '.join(cmd[3:])}")
-    return rc
 
 
 def real_spectrum_check(post: Path, spectrum: str | None, n_samples: int = 10000,
@@ -101,22 +96,12 @@ def real_spectrum_check(post: Path, spectrum: str | None, n_samples: int = 10000
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / "build" / "ngc4258"),
-                    help="working folder for the dataset and the run (default %(default)s)")
-    ap.add_argument("--n", type=int, default=40000, help="simulations (default %(default)s)")
-    ap.add_argument("--seed", type=int, default=1, help="simulation seed (default %(default)s)")
+    ap = base_parser(__doc__, work="ngc4258", n=40000, out=DEFAULT_OUT)
     ap.add_argument("--workers", type=int, default=1, help="simulation processes")
     ap.add_argument("--epochs", type=int, default=60, help="maximum epochs (default %(default)s)")
-    ap.add_argument("--validate-n", type=int, default=500,
-                    help="validation simulations (default %(default)s)")
     ap.add_argument("--spectrum", default=None,
                     help="real spectrum to check (default: the embedded NGC 4258 spectrum)")
-    ap.add_argument("--max-coverage-error", type=float, default=0.1,
-                    help="ship only if every parameter's max coverage error is at most this")
-    ap.add_argument("--ship-anyway", action="store_true", help="skip the shipping checks")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="where to ship (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=1)
+    add_shipping_checks(ap, 500)
     args = ap.parse_args(argv)
 
     work = Path(args.work)
@@ -127,11 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             args.workers, "--out", data, "--quiet")
 
     post = work / "posterior"
-    if not (post / "config.json").exists():        # a finished run is kept as it is
-        again = ["--resume"] if (post / "checkpoint").exists() else ["--overwrite"]
-        simxray("train", data, "--config", TRAIN_CONFIG, "--max-epochs", args.epochs,
-                "--keep-checkpoint", "--out", post, "--quiet", "--threads", args.threads,
-                *again, threads=args.threads)
+    train_or_resume(data, TRAIN_CONFIG, post, args)
 
     val_json = work / "validation.json"
     if not (val_json.exists() and val_json.stat().st_mtime > (post / "weights.safetensors").stat().st_mtime):
@@ -139,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         simxray("validate", post, "--n", args.validate_n, "--seed", args.seed + 1000, "--out",
                 post / "validation", "--json", val_json, "--overwrite", "--quiet", "--threads",
                 args.threads, threads=args.threads, ok=(0, 1))
-    val = json.loads(val_json.read_text())
-    worst = {k: v["max_coverage_error"] for k, v in val["parameters"].items()}
-    print("max coverage error: " + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
+    worst, size = coverage_and_size(val_json, post)
 
     real = real_spectrum_check(post, args.spectrum)
     (post / "real_spectrum.json").write_text(json.dumps(real, indent=1) + "\n")
@@ -150,29 +129,15 @@ def main(argv: list[str] | None = None) -> int:
                                         for k, v in q.items()))
     print(f"PPC p = {real['ppc']['p_value']:.3f}; embedding d2 {real['embedding_d2']:.1f} "
           f"(validation 99 %: {real['embedding_d2_validation_quantiles_50_99_999'][1]:.1f})")
-    size = (post / "weights.safetensors").stat().st_size
-    print(f"weights: {size / 1e6:.2f} MB")
     if not args.ship_anyway and (max(worst.values()) > args.max_coverage_error
                                  or real["ppc"]["p_value"] < PPC_MIN or size > MAX_WEIGHTS_BYTES):
         print(f"not shipped: a coverage error exceeds {args.max_coverage_error}, the PPC p-value "
               f"is below {PPC_MIN} or the weights exceed 3 MB (posterior left in {post})")
         return 1
 
-    ship = Path(args.out)
-    tmp = ship.with_name(ship.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     shutil.copy2(val_json, post / "validation.json")
-    for f in SHIPPED:
-        shutil.copy2(post / f, tmp / f)
-    shutil.copytree(post / "validation", tmp / "validation")
-    old = ship.with_name(ship.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if ship.exists():
-        ship.rename(old)
-    tmp.rename(ship)
-    shutil.rmtree(old, ignore_errors=True)
-    print(f"done in {(time.time() - t0) / 60:.1f} min: {ship}")
+    dest = ship(post, SHIPPED, Path(args.out), trees=["validation"])
+    print(f"done in {(time.time() - t0) / 60:.1f} min: {dest}")
     return 0
 
 

@@ -25,48 +25,35 @@ Every step runs the ``simxray`` command line under ``nice`` with one torch threa
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import (
+    MAX_WEIGHTS_BYTES,
+    REPO,
+    add_shipping_checks,
+    base_parser,
+    coverage_and_size,
+    ship,
+    simxray,
+    train_or_resume,
+)
+
 SIM_CONFIG = REPO / "simulations" / "acis_default.toml"
 TRAIN_CONFIG = REPO / "training" / "npe_default.toml"
 DEFAULT_OUT = REPO / "simxray" / "data" / "posterior_relxill"
 SHIPPED = ("weights.safetensors", "config.json", "training.json", "validation.json")
-MAX_WEIGHTS_BYTES = 3 * 1024 * 1024
-
-
-def simxray(*args: object, threads: int = 1) -> None:
-    """Run ``nice python -m simxray.cli ARGS``; stop on failure."""
-    cmd = ["nice", "-n", "19", sys.executable, "-m", "simxray.cli", *map(str, args)]
-    print("+", " ".join(cmd[3:]), flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    subprocess.run(cmd, check=True, cwd=REPO, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / "build" / "relxill"),
-                    help="working folder for the dataset and the run (default %(default)s)")
-    ap.add_argument("--n", type=int, default=20000, help="simulations (default %(default)s)")
-    ap.add_argument("--seed", type=int, default=1, help="simulation seed (default %(default)s)")
+    ap = base_parser(__doc__, work="relxill", n=20000, out=DEFAULT_OUT)
     ap.add_argument("--workers", type=int, default=2, help="simulation processes")
     ap.add_argument("--epochs", type=int, default=80, help="maximum epochs (default %(default)s)")
     ap.add_argument("--minutes", type=float, default=23.0,
                     help="training time budget in minutes, 0 for none (default %(default)s)")
-    ap.add_argument("--validate-n", type=int, default=300,
-                    help="validation simulations (default %(default)s)")
-    ap.add_argument("--max-coverage-error", type=float, default=0.1,
-                    help="ship only if every parameter's max coverage error is at most this")
-    ap.add_argument("--ship-anyway", action="store_true", help="skip the shipping checks")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="where to ship (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=1)
+    add_shipping_checks(ap, 300)
     args = ap.parse_args(argv)
 
     work = Path(args.work)
@@ -77,42 +64,22 @@ def main(argv: list[str] | None = None) -> int:
             args.workers, "--out", data, "--quiet")
 
     post = work / "posterior"
-    if not (post / "config.json").exists():        # a finished run is kept as it is
-        again = ["--resume"] if (post / "checkpoint").exists() else ["--overwrite"]
-        simxray("train", data, "--config", TRAIN_CONFIG, "--max-epochs", args.epochs,
-                "--max-minutes", args.minutes, "--keep-checkpoint", "--out", post, "--quiet",
-                "--threads", args.threads, *again, threads=args.threads)
+    train_or_resume(data, TRAIN_CONFIG, post, args, "--max-minutes", args.minutes)
 
     val_json = work / "validation.json"
     simxray("validate", post, "--n", args.validate_n, "--seed", args.seed + 1000, "--out",
             post / "validation", "--json", val_json, "--quiet", "--threads", args.threads,
             threads=args.threads)
-    val = json.loads(val_json.read_text())
-    worst = {k: v["max_coverage_error"] for k, v in val["parameters"].items()}
-    size = (post / "weights.safetensors").stat().st_size
-    print("max coverage error: " + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
-    print(f"weights: {size / 1e6:.2f} MB")
+    worst, size = coverage_and_size(val_json, post)
     if not args.ship_anyway and (max(worst.values()) > args.max_coverage_error
                                  or size > MAX_WEIGHTS_BYTES):
         print(f"not shipped: a coverage error exceeds {args.max_coverage_error} or the weights "
               f"exceed 3 MB (posterior left in {post})")
         return 1
 
-    ship = Path(args.out)
-    tmp = ship.with_name(ship.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     shutil.copy2(val_json, post / "validation.json")
-    for f in SHIPPED:
-        shutil.copy2(post / f, tmp / f)
-    shutil.copytree(post / "validation", tmp / "validation")
-    old = ship.with_name(ship.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if ship.exists():
-        ship.rename(old)
-    tmp.rename(ship)
-    shutil.rmtree(old, ignore_errors=True)
-    print(f"done in {(time.time() - t0) / 60:.1f} min: {ship}")
+    dest = ship(post, SHIPPED, Path(args.out), trees=["validation"])
+    print(f"done in {(time.time() - t0) / 60:.1f} min: {dest}")
     return 0
 
 

@@ -6,14 +6,16 @@
 2. hierarchical calibration of φ = (alpha0, alpha1, f, eff) (:mod:`.calibrate`);
 3. the residual correction on top, with each pair's shrunken φ (:mod:`.correction`);
 4. NPE trained on the uncalibrated Davis simulator, then fine-tuned on the adapted one
-   (:mod:`.simulator`), both on the same θ draws from a uniform box prior;
+   (the core array trainer :class:`simxray.inference.npe.NPE` through
+   :func:`.simulator.train_npe`), both on the same θ draws from a uniform box prior;
 5. the misspecification score (sbi MMD test in each NPE's embedding space) of the pairs'
    piled spectra against each simulator, before and after;
 6. neural emulators (θ → expected piled counts) of the Davis and of the adapted simulator,
    the latter with the calibrated nuisances as extra inputs (:mod:`.emulate`), for emcee.
 
 :func:`write_outputs` saves calibration.json, correction/ (a model directory),
-npe_davis/ and npe_adapted/ (``simxray.inference.saving`` posteriors), emulator_davis/
+npe_davis/ and npe_adapted/ (:class:`simxray.inference.posterior.Posterior` folders, with
+an ``adaptation`` entry in their config.json: simulator, fit-space box), emulator_davis/
 and emulator_adapted/ (:class:`simxray.inference.emulator.Emulator` directories) and
 summary.json.
 """
@@ -48,6 +50,7 @@ class AdaptResult:
     emulator_adapted: object | None = None
     simulators: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    workdir: object | None = field(default=None, repr=False)  # holds the posterior folders
 
 
 def adapt(pairs: list[Pair], source: FitSpaceModel, start: np.ndarray, *, grid: str | None = "1024",
@@ -55,8 +58,11 @@ def adapt(pairs: list[Pair], source: FitSpaceModel, start: np.ndarray, *, grid: 
           npe: bool = True, correction_steps: int = 200, npe_epochs: int = 150,
           npe_minutes: float = 4.0, finetune_epochs: int | None = None, seed: int = 0,
           emulators: bool = True, emulator_settings: dict | None = None,
-          quiet: bool = True, log=print) -> AdaptResult:
+          quiet: bool = True, log=print, work_dir: str | os.PathLike | None = None) -> AdaptResult:
     """Run the adaptation (see module doc); ``box`` defaults to the grating posteriors ± 3 sd.
+
+    The NPE posterior folders are written under ``work_dir`` (default: a temporary folder
+    that lives as long as the result).
 
     ``finetune_epochs`` caps the fine-tuning on the adapted simulator (default ``npe_epochs``).
     ``emulators``: also train the Davis and adapted emulators (``emulator_settings``
@@ -99,12 +105,18 @@ def adapt(pairs: list[Pair], source: FitSpaceModel, start: np.ndarray, *, grid: 
         train_emulators(res, theta, emulator_settings, seed, quiet, say)
     if not npe:
         return res
+    if work_dir is None:
+        import tempfile
+
+        res.workdir = tempfile.TemporaryDirectory(prefix="simxray_adapt_")
+        work_dir = res.workdir.name
+    work = Path(work_dir)
     mu_d = sims["davis"].expected(theta, rng)
-    res.npe_davis, h_d = train_npe(theta, mu_d, box, epochs=npe_epochs, max_minutes=npe_minutes,
-                                   seed=seed, quiet=quiet)
+    res.npe_davis, h_d = train_npe(theta, mu_d, box, work / "npe_davis", epochs=npe_epochs,
+                                   max_minutes=npe_minutes, seed=seed, quiet=quiet)
     say(f"NPE on the Davis simulator: {h_d['epochs']} epochs, val loss {h_d['best_val_loss']:.3f}")
     mu_a = sims["adapted"].expected(theta, rng)
-    res.npe_adapted, h_a = train_npe(theta, mu_a, box, init=res.npe_davis,
+    res.npe_adapted, h_a = train_npe(theta, mu_a, box, work / "npe_adapted", init=res.npe_davis,
                                      epochs=finetune_epochs or npe_epochs,
                                      max_minutes=npe_minutes, seed=seed + 1, quiet=quiet)
     say(f"NPE fine-tuned on the adapted simulator: {h_a['epochs']} epochs, val loss {h_a['best_val_loss']:.3f}")
@@ -159,8 +171,7 @@ def misspecification_scores(res: AdaptResult, x_obs: np.ndarray, rng: np.random.
 def write_outputs(out_dir: str | os.PathLike, res: AdaptResult, extra: dict | None = None,
                   overwrite: bool = False) -> Path:
     """Write the adaptation products to ``out_dir`` (see module doc)."""
-    from ..inference.saving import save_posterior
-    from ..io.modeldir import write_json
+    from ..io.modeldir import read_json, write_json
     from ..provenance import provenance
     from .calibrate import write_calibration
 
@@ -171,14 +182,14 @@ def write_outputs(out_dir: str | os.PathLike, res: AdaptResult, extra: dict | No
     prov = provenance(**(extra or {}))
     write_calibration(out / "calibration.json", res.calibration, extra or {})
     res.correction.save(out / "correction", {"inputs": extra or {}})
-    for name, model in (("npe_davis", res.npe_davis), ("npe_adapted", res.npe_adapted)):
-        if model is None:
+    for name, post in (("npe_davis", res.npe_davis), ("npe_adapted", res.npe_adapted)):
+        if post is None:
             continue
-        from .simulator import NPE_SETTINGS
-
-        save_posterior(out / name, model, {"kind": "simxray-adapt-npe", "simulator": name[4:],
-                                           "prior": res.box.to_dict(), "settings": NPE_SETTINGS,
-                                           "provenance": prov})
+        post.save(out / name, overwrite=True)
+        cfg = read_json(out / name / "config.json")
+        cfg["adaptation"] = {"simulator": name[4:], "prior_fit_space": res.box.to_dict(),
+                             "provenance": prov}
+        write_json(out / name / "config.json", cfg)
     for name, emu in (("emulator_davis", res.emulator_davis), ("emulator_adapted", res.emulator_adapted)):
         if emu is None:
             continue

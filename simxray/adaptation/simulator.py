@@ -1,4 +1,4 @@
-"""The adapted pileup simulator and NPE (re)training on it.
+"""The adapted pileup simulator and its prior box.
 
 :class:`PileupSimulator` draws piled ACIS spectra for source parameters θ (fit space) with
 the alpha(E) Davis model (:class:`.forward.EnergyDavis`) under one of three nuisance
@@ -9,27 +9,30 @@ prescriptions:
 * ``adapted``     calibrated φ and the learned residual correction (:mod:`.correction`),
   with per-spectrum random offsets of its coefficients (the scatter it leaves between pairs).
 
-:func:`train_npe` trains (or fine-tunes) an :class:`simxray.inference.npe.NPEModel` on such
-spectra, redrawing the Poisson noise of the stored expectations each epoch, with early
-stopping on a held-out tenth.
+:func:`train_npe` trains (or fine-tunes) NPE on such spectra with the core array trainer
+(:class:`simxray.inference.npe.NPE`): Poisson noise redrawn from the expectations each
+epoch, early stopping on a held-out tenth.  The kernel is the core Davis implementation
+(:class:`.forward.EnergyDavis` binds :meth:`simxray.instrument.pileup.Pileup.kernel_counts`).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..instrument.pileup import PileupParams
 from ..simulator.prior import Dist, Prior
 from .calibrate import Calibration
 from .correction import ResidualCorrection, incident_features
 from .forward import EnergyDavis, FitSpaceModel, phi_tensors
 
-DAVIS_DEFAULT_PHI = {"alpha0": 0.5, "alpha1": 0.0, "f": 0.95, "eff": 1.0}
+#: the uncalibrated simulator's φ: Sherpa's jdpileup defaults (the core's), no alpha slope
+DAVIS_DEFAULT_PHI = {"alpha0": PileupParams.defaults["alpha"], "alpha1": 0.0,
+                     "f": PileupParams.defaults["f"], "eff": 1.0}
 NPE_SETTINGS = {"embedding": {"type": "mlp", "transform": "anscombe", "features": 16, "hidden": 64,
                               "rebin": 4},
                 "flow": {"transforms": 3, "hidden_features": [48, 48], "bins": 8}}
@@ -122,6 +125,11 @@ class PileupSimulator:
         self.phi = dict(phi or DAVIS_DEFAULT_PHI)
         self.calibration, self.correction = calibration, correction
 
+    @property
+    def names(self) -> list[str]:
+        """Columns of θ (fit space)."""
+        return list(self.source.names)
+
     def expected(self, theta: np.ndarray, rng: np.random.Generator, batch: int = 500) -> np.ndarray:
         """Expected counts (N, C) for fit-space θ (N, P); φ drawn per row unless ``davis``."""
         th = np.atleast_2d(np.asarray(theta, float))
@@ -168,84 +176,56 @@ class PileupSimulator:
         return rng.poisson(self.expected(theta, rng)).astype(np.float32)
 
 
-def new_npe(n_channels: int, box: PriorBox, settings: dict | None = None):
-    """An untrained :class:`simxray.inference.npe.NPEModel` for the box prior."""
-    from ..inference.npe import NPEModel
+def npe_overrides(settings: dict | None = None, *, epochs: int = 150, patience: int = 15,
+                  max_minutes: float = 4.0, seed: int = 0) -> dict:
+    """Settings of the core trainer (:func:`simxray.inference.npe.load_settings` overrides):
+    the network ``settings`` (default :data:`NPE_SETTINGS`), at most ``epochs`` epochs,
+    early stopping after ``patience`` epochs without improvement or ``max_minutes``, a
+    constant learning rate."""
+    s = settings or NPE_SETTINGS
+    out = {f"{sec}.{k}": copy.deepcopy(v) for sec in ("embedding", "flow") for k, v in s[sec].items()}
+    out.update({"training.max_epochs": int(epochs), "training.patience": int(patience),
+                "training.max_minutes": float(max_minutes), "training.seed": int(seed),
+                "training.lr_patience": int(epochs) + 1})
+    return out
 
-    s = copy.deepcopy(settings or NPE_SETTINGS)
-    lo, hi = box.natural_bounds()
-    return NPEModel(n_channels, lo, hi, box.log.tolist(), s["embedding"], s["flow"])
 
-
-def train_npe(theta_fit: np.ndarray, mu: np.ndarray, box: PriorBox, *, init=None, settings: dict | None = None,
-              epochs: int = 150, batch_size: int = 256, lr: float = 1e-3, patience: int = 15,
+def train_npe(theta_fit: np.ndarray, mu: np.ndarray, box: PriorBox, out_dir, *, init=None,
+              settings: dict | None = None, epochs: int = 150, patience: int = 15,
               max_minutes: float = 4.0, seed: int = 0, quiet: bool = True) -> tuple[object, dict]:
-    """Train an NPE on (θ, Poisson(μ)) pairs; fine-tune ``init`` (a model, copied) if given.
+    """NPE on (θ, Poisson(μ)) pairs with the core array trainer
+    (:class:`simxray.inference.npe.NPE`, the trainer of ``simxray train``), fine-tuning
+    ``init`` (a :class:`~simxray.inference.posterior.Posterior`) if given.
 
-    θ in fit space (N, P), μ expected counts (N, C).  Returns (model, history).
+    θ in fit space (N, P), μ expected counts (N, C): every epoch redraws the Poisson noise
+    of μ; the prior is the box's over the natural values (:meth:`PriorBox.natural_prior`).
+    The posterior folder is written to ``out_dir``.  Returns (posterior, history).
     """
-    from tqdm.auto import tqdm
+    from ..inference.npe import NPE
 
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    th = torch.as_tensor(box.to_natural(theta_fit), dtype=torch.float32)
-    m = torch.as_tensor(mu, dtype=torch.float32)
-    n = len(th)
-    n_val = max(n // 10, 1)
-    perm = torch.randperm(n, generator=g)
-    iv, it = perm[:n_val], perm[n_val:]
-    x_val = torch.poisson(m[iv], generator=g)
-    if init is None:
-        model = new_npe(m.shape[1], box, settings)
-        model.embedding.norm.fit(torch.poisson(m[it], generator=g))
-        model.theta_transform.fit(th[it])
-    else:
-        model = copy.deepcopy(init)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
-    best, best_state, bad, hist = float("inf"), copy.deepcopy(model.state_dict()), 0, []
-    t0 = time.time()
-    n_epochs = 0
-    for _ in tqdm(range(epochs), desc="npe", disable=quiet):
-        n_epochs += 1
-        model.train()
-        order = it[torch.randperm(len(it), generator=g)]
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            x = torch.poisson(m[idx], generator=g)
-            opt.zero_grad()
-            loss = model.loss(th[idx], x)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            v = float(model.loss(th[iv], x_val))
-        hist.append(v)
-        if v < best - 1e-3:
-            best, best_state, bad = v, copy.deepcopy(model.state_dict()), 0
-        else:
-            bad += 1
-        if bad >= patience or (time.time() - t0) > 60 * max_minutes:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, {"epochs": n_epochs, "best_val_loss": best, "val_loss": hist,
-                   "seconds": time.time() - t0, "n_train": int(len(it)), "n_val": int(n_val),
-                   "fine_tuned": init is not None}
+    trainer = NPE(box.natural_prior(), npe_overrides(settings, epochs=epochs, patience=patience,
+                                                     max_minutes=max_minutes, seed=seed))
+    x = np.random.default_rng([seed, 1]).poisson(np.asarray(mu, float))
+    trainer.append(box.to_natural(theta_fit), x, mu=mu)
+    post = trainer.train(out_dir, overwrite=True, quiet=quiet, init=init)
+    t = post.config["training"]
+    hist = {"epochs": t["epochs"], "best_epoch": t["best_epoch"], "best_val_loss": t["best_val_loss"],
+            "stop_reason": t["stop_reason"], "seconds": t["seconds"], "n_train": t["n_train"],
+            "n_val": t["n_validation"], "fine_tuned": init is not None}
+    return post, hist
 
 
-def posterior_samples(model, x: np.ndarray, box: PriorBox, n: int = 500, seed: int = 0) -> np.ndarray:
+def posterior_samples(posterior, x: np.ndarray, box: PriorBox, n: int = 500, seed: int = 0) -> np.ndarray:
     """Fit-space posterior draws (n, B, P) for spectra x (B, C)."""
-    torch.manual_seed(seed)
-    s = model.sample(n, torch.as_tensor(np.atleast_2d(x), dtype=torch.float32)).double().numpy()
-    return box.to_fit(s)
+    return box.to_fit(posterior.sample(n, np.atleast_2d(x), seed=seed))
 
 
 @torch.no_grad()
-def embed(model, x: np.ndarray) -> np.ndarray:
+def embed(posterior, x: np.ndarray) -> np.ndarray:
     """The NPE embedding (B, features) of spectra x (B, C)."""
-    return model.embedding(torch.as_tensor(np.atleast_2d(x), dtype=torch.float32)).double().numpy()
+    net = posterior.network
+    return net.embedding(torch.as_tensor(np.atleast_2d(x), dtype=torch.float32)).double().numpy()
 
 
-__all__ = ["PileupSimulator", "PriorBox", "train_npe", "new_npe", "posterior_samples", "embed",
+__all__ = ["PileupSimulator", "PriorBox", "train_npe", "npe_overrides", "posterior_samples", "embed",
            "DAVIS_DEFAULT_PHI", "NPE_SETTINGS"]

@@ -25,7 +25,7 @@ import sys
 import warnings
 
 from ..errors import CheckFailed, SimxrayError
-from ._common import THREADS_DEFAULT, add_verbosity
+from ._common import add_threads, add_verbosity
 
 COMMANDS = (
     "model", "predict", "simulate", "tables", "train", "fit", "validate",
@@ -63,8 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in _leaf_parsers(parser):
         add_verbosity(p)
         if "--threads" not in p._option_string_actions:
-            p.add_argument("--threads", type=int, default=THREADS_DEFAULT,
-                           help="torch CPU threads (default %(default)s)")
+            add_threads(p)
     return parser
 
 

@@ -24,10 +24,41 @@ def add_overwrite(p: argparse.ArgumentParser, what: str = "an earlier output at 
     p.add_argument("--overwrite", action="store_true", help=f"replace {what}")
 
 
-def add_threads(p: argparse.ArgumentParser) -> None:
+#: how each shared flag's help begins (the same words in every command; tests/test_cli_validate.py)
+HELP_STARTS = {
+    "--n": "number of", "--config": "TOML", "--param": "NAME=VALUE", "--seed": "random seed",
+    "--threads": "torch CPU threads", "--device": "torch device", "--quiet": "print only warnings",
+    "--verbose": "more messages", "--overwrite": "replace",
+}
+
+
+def add_threads(p: argparse.ArgumentParser, detail: str = "fastest on a busy machine") -> None:
     """``--threads N`` (torch CPU threads; the CLI sets them once, before the command runs)."""
-    p.add_argument("--threads", type=int, default=THREADS_DEFAULT,
-                   help="torch CPU threads (default %(default)s: fastest on a busy machine)")
+    p.add_argument("--threads", type=int, default=THREADS_DEFAULT, metavar="N",
+                   help=f"torch CPU threads (default %(default)s: {detail})")
+
+
+def add_param(p: argparse.ArgumentParser) -> None:
+    """``--param NAME=VALUE`` (repeatable): a model parameter value."""
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="NAME=VALUE: a model parameter (repeatable; NAME=V,NAME=V also accepted)")
+
+
+def add_spectrum_model(p: argparse.ArgumentParser) -> None:
+    """The positional SPECTRUM (whose header names the responses), ``--model EXPR`` and
+    ``--param`` of the commands that put a model through a spectrum's responses."""
+    p.add_argument("spectrum", metavar="SPECTRUM",
+                   help="PHA file whose header names the ARF/RMF, or 'default' (embedded NGC 4258 ACIS-S)")
+    p.add_argument("--model", required=True, metavar="EXPR", help="model expression, e.g. 'tbabs*powerlaw'")
+    add_param(p)
+
+
+def add_seed(p: argparse.ArgumentParser, default: int | None = 0, what: str = "",
+             default_text: str | None = None) -> None:
+    """``--seed N``: the random seed (of ``what``); ``default_text`` describes a None default."""
+    d = default_text if default is None and default_text else "%(default)s"
+    p.add_argument("--seed", type=int, default=default, metavar="N",
+                   help=f"random seed{' of ' + what if what else ''} (default {d})")
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
@@ -71,5 +102,6 @@ def positive(args: argparse.Namespace, *names: str, kind: str = "integer") -> No
                                  field="--" + name.replace("_", "-"))
 
 
-__all__ = ["THREADS_DEFAULT", "add_device", "add_overwrite", "add_threads", "add_verbosity",
+__all__ = ["HELP_STARTS", "THREADS_DEFAULT", "add_device", "add_overwrite", "add_param", "add_seed",
+           "add_spectrum_model", "add_threads", "add_verbosity",
            "positive", "reject_ignored", "show_progress"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ._common import add_overwrite, show_progress
+from ._common import add_overwrite, add_seed, show_progress
 
 LOG = logging.getLogger("simxray.cli.adapt")
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", default=None, help="Davis kernel grid: 'sherpa', N or N:EMAX "
                                                 "(default: the file's pileup_grid)")
     p.add_argument("--n", "--n-sims", dest="n_sims", type=int, default=4000, metavar="N",
-                   help="NPE training simulations (default %(default)s; --n-sims is a deprecated alias)")
+                   help="number of NPE training simulations (default %(default)s; --n-sims is a deprecated alias)")
     p.add_argument("--epochs", type=int, default=150, help="largest number of NPE epochs (default %(default)s)")
     p.add_argument("--max-minutes", type=float, default=4.0, help="NPE training time limit per network, min")
     p.add_argument("--correction-steps", type=int, default=200, help="residual-correction optimiser steps")
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the Davis and adapted emulators (emulator_davis/, emulator_adapted/)")
     p.add_argument("--emulator-minutes", type=float, default=2.5,
                    help="emulator training time limit per network, min (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    add_seed(p, 0)
     add_overwrite(p, "an earlier output folder DIR")
     p.set_defaults(func=run)
 

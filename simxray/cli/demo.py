@@ -22,6 +22,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ._common import add_overwrite, add_seed
+
 # "True" source of the demo: an absorbed power law giving ~3300 counts over the
 # 20.65 ks NGC 4258 exposure (the real spectrum has 3325) with ~23 % pileup.
 DEMO_PARAMS = {"nH": 1.0, "PhoIndex": 1.8, "norm": 1e-3}
@@ -34,11 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Predict, plot and simulate a piled-up ACIS spectrum and a small "
                                    "training dataset from simulations/acis_default.toml.")
     p.add_argument("--out", default="demo_output", metavar="DIR", help="output folder (default %(default)s)")
-    p.add_argument("--n", type=int, default=512, help="spectra in the demo dataset (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--n", type=int, default=512, metavar="N",
+                   help="number of spectra in the demo dataset (default %(default)s)")
+    add_seed(p, 0)
     p.add_argument("--workers", type=int, default=1, help="worker processes for the dataset")
     p.add_argument("--config", default=None, metavar="CONFIG.toml",
-                   help="simulation config (default: simulations/acis_default.toml)")
+                   help="TOML simulation config (default: simulations/acis_default.toml)")
+    add_overwrite(p, "the files of an earlier demo in --out (refused without it when --out is "
+                     "not empty)")
     p.add_argument("--no-compare", action="store_true",
                    help="skip the full-band model comparison (two more exact fits)")
     p.set_defaults(func=run)
@@ -169,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise SimxrayError("exists and is not a folder; expected an output folder", path=str(out),
                            field="--out")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise SimxrayError("exists and is not empty; pass --overwrite to replace an earlier demo",
+                           path=str(out), field="--out")
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config or default_config_path())
 

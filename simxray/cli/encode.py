@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_seed, add_threads
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="encode event lists into PPAD latent vectors",
@@ -50,19 +52,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=("grid", "events"), default="grid",
                    help="encoder loss: on the interpolation grid from all events (default) or the event-level "
                         "training loss on up to the model's max_events events per source")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed for event subsampling and the bootstrap (default %(default)s)")
+    add_seed(p, 0, "the event subsampling and the bootstrap")
     p.add_argument("--anomaly", action="store_true",
                    help="add a k-nearest-neighbour anomaly score against the model's reference latents "
                         "(always on for analysed FITS inputs)")
     p.add_argument("--k", type=int, default=10, help="neighbours for the anomaly score (default %(default)s)")
     p.add_argument("--light-curves", type=int, default=0, metavar="NBINS",
                    help="also write binned model light curves (counts/s per band) with NBINS time bins")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads: batches are encoded in this many worker threads (default %(default)s)")
+    add_threads(p, "batches are encoded in this many worker threads, one torch thread each")
     p.add_argument("--gti-from-header", action="store_true",
                    help="use TSTART/TSTOP when an event file has no GTI extension")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=run)
 
 
@@ -219,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
                       analysis=None if not analyse else {
                           "classifier": "HistGradientBoosting on the model's reference latents (kind_id), seed 0",
                           "null_sims": args.null_sims, "bootstrap": args.bootstrap,
-                          "baseline": "bayesian_blocks p0=0.01, Z2 search FAP<1e-3"})
+                          "baseline": "bayesian_blocks p0=0.01, Z2 search FAP<1e-3",
+                          "class": "combined decision, realencode.DECISION_RULE"})
     # ---- light-curve bins
     bins = []
     for e in events:
@@ -302,7 +302,8 @@ def run(args: argparse.Namespace) -> int:
                 r = results[i]
                 label = r["name"][:40]
                 if "ppad" in r:
-                    label += f"\nPPAD {r['ppad']['final_class']} (classifier {r['ppad']['class']} " \
+                    label += f"\nclass {r.get('class', r['ppad']['final_class'])}; PPAD {r['ppad']['final_class']} " \
+                             f"(classifier {r['ppad']['class']} " \
                              f"{r['ppad']['class_probability']:.2f}); baseline {r['baseline']['class']}"
                 axes[row, 0].set_ylabel("counts/s", fontsize=6)
                 axes[row, 0].text(0.01, 0.97, label, transform=axes[row, 0].transAxes, fontsize=5.5, va="top")
@@ -318,7 +319,8 @@ def run(args: argparse.Namespace) -> int:
             if r is not None and "ppad" in r:
                 b = r["baseline"]
                 vt = r["ppad"].get("variability_test", {})
-                print(f"  {r['name'][:60]}: PPAD {r['ppad']['final_class']} (classifier {r['ppad']['class']} "
+                print(f"  {r['name'][:60]}: class {r.get('class', r['ppad']['final_class'])}; "
+                      f"PPAD {r['ppad']['final_class']} (classifier {r['ppad']['class']} "
                       f"p={r['ppad']['class_probability']:.2f}; variability p-value {vt.get('p_value', float('nan')):.3f}; "
                       f"anomaly percentile {r['ppad'].get('anomaly_percentile', float('nan')):.2f}); baseline "
                       f"{b['class']} (blocks {b['bayesian_blocks']['n_blocks']}, Z2 {b['z2_search']['z2']:.1f} "

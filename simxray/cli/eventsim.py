@@ -32,10 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pha", metavar="PILED.pha", help="good-grade PHA spectrum to write")
     p.add_argument("--exposure", type=float, metavar="S", help="exposure in s (default: header)")
     p.add_argument("--frame-time", type=float, metavar="S", help="frame time in s (default: header TIMEDEL)")
-    p.add_argument("--psf", choices=("gaussian", "king", "delta"), default="gaussian",
-                   help="PSF model (default %(default)s)")
+    p.add_argument("--psf", choices=("chandra", "gaussian", "king", "delta"), default="chandra",
+                   help="PSF model: the on-axis Chandra mirror PSF with energy-dependent encircled energy, "
+                        "a 0.36 arcsec Gaussian, one King profile, or a point (default %(default)s)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="settings",
-                   help="other event-simulator setting (e.g. cloud_sigma_px=0.12, psf_sigma_arcsec=0.4)")
+                   help="other event-simulator setting (e.g. cloud_sigma_px=0.12, dither_amplitude_arcsec=0, "
+                        "grading=marx, marx_alpha=0.5)")
     p.add_argument("--arf", help="ARF file (default: the spectrum's ANCRFILE)")
     p.add_argument("--rmf", help="RMF file (default: the spectrum's RESPFILE)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -72,7 +74,7 @@ def event_config(psf: str, frame_time: float, settings: list[str] | None):
     return cfg
 
 
-def simulate(spectrum: str, expr: str, params: dict, *, exposure=None, frame_time=None, psf="gaussian",
+def simulate(spectrum: str, expr: str, params: dict, *, exposure=None, frame_time=None, psf="chandra",
              settings=None, arf=None, rmf=None, seed: int = 0):
     """(events, spectrum, response, config) for one model and parameter set."""
     import numpy as np

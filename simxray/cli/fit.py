@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "NPE) run for any response; a shipped or trained amortised posterior is "
                     "used only when its response, model, prior and energy range match "
                     "(--method auto says which ran and why). Writes samples.h5, posterior.nc "
-                    "(ArviZ), summary.json, corner.png and spectrum.png to --out.")
+                    "(ArviZ), summary.json, corner.png, spectrum.png (counts) and unfolded.png "
+                    "(E F_E: data unfolded through response and pileup against the model "
+                    "with and without pileup) to --out.")
     p.add_argument("spectrum", help="PHA file (ARF/RMF/background from its header unless given)")
     p.add_argument("--model", metavar="EXPR",
                    help="model expression, XSPEC names (default: tbabs*powerlaw)")
@@ -67,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="--method npe: use --posterior even if it was trained for another "
                         "setup (results are then unreliable)")
-    p.add_argument("--no-plots", action="store_true", help="skip corner.png and spectrum.png")
+    p.add_argument("--no-plots", action="store_true", help="skip corner.png, spectrum.png and unfolded.png")
     p.add_argument("--log-axes", action="store_true",
                    help="corner plot with log-uniform parameters on log10 axes")
     add_device(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_overwrite, reject_ignored
+from ._common import add_overwrite, add_param, reject_ignored
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "edges; writes e_lo, e_hi, flux (photons/cm^2/s per bin).")
     p.add_argument("name", help="model name or expression, e.g. relline, 'tbabs*powerlaw', table:FILE")
     p.add_argument("--grid", default=None, help="LO:HI:N:log|lin in keV (default 0.1:1000:2000:log)")
-    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter value (repeatable)")
+    add_param(p)
     p.add_argument("--out", metavar="FILE.csv", help="CSV file to write (default: standard output)")
     p.add_argument("--list", action="store_true", help="list the model's parameters and exit")
     add_overwrite(p, "an existing --out file")

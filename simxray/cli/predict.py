@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from ._common import add_overwrite, reject_ignored
+from ._common import add_overwrite, add_spectrum_model, reject_ignored
 
 LOG = logging.getLogger("simxray.cli.predict")
 
@@ -21,11 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Fold a model through a spectrum's ARF, RMF and exposure (and the Davis/"
                     "jdpileup pileup model with --pileup); writes channel, e_min, e_max, counts "
                     "and prints the total counts and the pileup fraction.")
-    p.add_argument("spectrum", metavar="SPECTRUM",
-                   help="PHA file whose header names the ARF/RMF, or 'default' (embedded NGC 4258 ACIS-S)")
-    p.add_argument("--model", required=True, metavar="EXPR", help="model expression, e.g. 'tbabs*powerlaw'")
-    p.add_argument("--param", action="append", metavar="NAME=VALUE",
-                   help="model parameter (repeatable; NAME=V,NAME=V also accepted)")
+    add_spectrum_model(p)
     p.add_argument("--pileup", nargs="?", const="", metavar="alpha=..,g0=..,f=..,n=..,ftime=..,fracexp=..,nterms=..",
                    help="apply the Davis (2001) pileup model; unspecified parameters take Sherpa's "
                         "defaults, ftime the spectrum's frame time")

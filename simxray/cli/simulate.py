@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ._common import add_overwrite, show_progress
+from ._common import add_overwrite, add_seed, show_progress
 
 LOG = logging.getLogger("simxray.cli.simulate")
 
@@ -22,11 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", metavar="CONFIG.toml", nargs="?",
                    help="simulation config (e.g. simulations/acis_default.toml); or --config")
     p.add_argument("--config", dest="config_opt", metavar="CONFIG.toml",
-                   help="the simulation config, as the other commands name it")
-    p.add_argument("--n", type=int, required=True, help="number of spectra")
+                   help="TOML simulation config (the positional CONFIG.toml, as the other commands name it)")
+    p.add_argument("--n", type=int, required=True, metavar="N", help="number of spectra (required)")
     p.add_argument("--out", required=True, metavar="DATASET.h5",
                    help="HDF5 dataset to write (or to continue, when made with the same arguments)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    add_seed(p, 0)
     p.add_argument("--workers", type=int, default=1,
                    help="local worker processes (default %(default)s)")
     p.add_argument("--scheduler", metavar="ADDRESS",

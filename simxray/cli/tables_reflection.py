@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ._common import add_overwrite
+from ._common import add_overwrite, add_seed
 
 LOG = logging.getLogger("simxray.cli.tables")
 
@@ -21,7 +21,7 @@ def add_build_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fits", help="also write the OGIP XSPEC table model (FITS)")
     p.add_argument("--photons", type=int, default=800, help="packets per incident energy bin "
                    "(default %(default)s, as the shipped table)")
-    p.add_argument("--seed", type=int, default=20251, help="random seed (default %(default)s)")
+    add_seed(p, 20251)
     p.add_argument("--cache", help="directory keeping per-A_Fe Green's functions (resume)")
     add_overwrite(p, "existing OUTPUT / --fits files")
     p.set_defaults(func=run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_device, add_overwrite, positive, reject_ignored, show_progress
+from ._common import add_device, add_overwrite, add_seed, positive, reject_ignored, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "checkpoint is saved every epoch, so an interrupted run continues with "
                     "--resume.")
     p.add_argument("dataset", help="HDF5 dataset written by 'simxray simulate'")
-    p.add_argument("--config", help="training TOML (default: built-in settings, as in "
+    p.add_argument("--config", metavar="CONFIG.toml", help="TOML training settings (default: built-in settings, as in "
                                     "training/npe_default.toml)")
     p.add_argument("--out", required=True, metavar="DIR", help="posterior directory to write")
     p.add_argument("--embedding", choices=("cnn", "resnet", "mlp"), help="override embedding.type")
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest number of epochs (override training.max_epochs; --max-epochs "
                         "is a deprecated alias)")
     p.add_argument("--max-minutes", type=float, help="stop after this much training time")
-    p.add_argument("--seed", type=int, help="override training.seed")
+    add_seed(p, None, "the training", "training.seed of --config, else 1")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     add_overwrite(p, "an existing posterior (or unfinished run) in --out")
     p.add_argument("--keep-checkpoint", action="store_true",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_overwrite, positive, show_progress
+from ._common import add_overwrite, add_seed, positive, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "training.json to --out; no pickles.")
     p.add_argument("dataset", help="HDF5 dataset written by 'simxray simulate'")
     p.add_argument("--out", required=True, metavar="DIR", help="emulator directory to write")
-    p.add_argument("--config", help="TOML with an [emulator] table of settings (see "
+    p.add_argument("--config", metavar="CONFIG.toml", help="TOML with an [emulator] table of settings (see "
                                     "training/emulator_default.toml)")
     p.add_argument("--target", choices=("counts", "source"), help="what the network predicts")
     p.add_argument("--epochs", type=int, help="training epochs")
@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="spectra per optimiser step")
     p.add_argument("--max-minutes", type=float, help="stop after this much training time")
     p.add_argument("--n", "--n-train", dest="n_train", type=int, metavar="N",
-                   help="use only the first N spectra of the dataset (--n-train is a deprecated "
-                        "alias)")
-    p.add_argument("--seed", type=int, help="training seed")
+                   help="number of spectra to use: the dataset's first N (default all; --n-train is "
+                        "a deprecated alias)")
+    add_seed(p, None, "the training", "the --config [emulator] seed, else 0")
     add_overwrite(p, "an emulator in --out")
     p.set_defaults(func=run)
 

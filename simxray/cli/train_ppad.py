@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_overwrite, show_progress
+from ._common import add_overwrite, add_seed, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-periodic-head", action="store_true",
                    help="no periodic head (a sinusoid at the period search's frequency, z0-z2; on by default, "
                         "as in the shipped model; needs --latent-dim >= 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    add_seed(p, 0)
     p.add_argument("--gti-from-header", action="store_true",
                    help="use TSTART/TSTOP when an event file has no GTI extension")
     add_overwrite(p, "a model in --out")

@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ._common import add_overwrite, show_progress
+from ._common import add_overwrite, add_seed, show_progress
 
 LOG = logging.getLogger("simxray.cli.validate")
 
@@ -26,11 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "mean. Writes coverage.png, ranks.png and recovery.png to --out. Exits with "
                     "status 1 when calibration fails.")
     p.add_argument("posterior", help="posterior directory")
-    p.add_argument("--n", type=int, default=500, help="simulations (default %(default)s)")
+    p.add_argument("--n", type=int, default=500, metavar="N",
+                   help="number of simulations (default %(default)s)")
     p.add_argument("--samples", type=int, default=1000,
                    help="posterior draws per simulation (default %(default)s)")
-    p.add_argument("--seed", type=int, default=2024,
-                   help="simulation and sampling seed (default %(default)s)")
+    add_seed(p, 2024, "the simulations and posterior draws")
     p.add_argument("--dataset", help="held-out HDF5 dataset to use instead of simulating")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="allowed |coverage - nominal|, in (0, 1) (default %(default)s)")

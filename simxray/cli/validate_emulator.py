@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ._common import add_overwrite, reject_ignored, show_progress
+from ._common import add_overwrite, add_seed, reject_ignored, show_progress
 
 LOG = logging.getLogger("simxray.cli.validate_emulator")
 
@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "introduces on Poisson data (goal < 1) and the speed-up per likelihood "
                     "evaluation. Plots the worst cases (worst.png, errors.png) into --out.")
     p.add_argument("emulator", nargs="?", help="emulator directory (default: the shipped one)")
-    p.add_argument("--n", type=int, default=1000, help="held-out prior draws (default %(default)s)")
-    p.add_argument("--seed", type=int, default=12345, help="draw seed (default %(default)s)")
+    p.add_argument("--n", type=int, default=1000, metavar="N",
+                   help="number of held-out prior draws (default %(default)s)")
+    add_seed(p, 12345, "the prior draws")
     p.add_argument("--out", metavar="DIR",
                    help="folder for the plots (default: EMULATOR_validation beside the emulator; "
                         "in the current folder for the shipped one)")

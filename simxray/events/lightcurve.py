@@ -7,8 +7,8 @@ with (:mod:`simxray.events.realencode`).
 
 * :func:`binned_light_curve`: counts per band in time bins and the live time of each bin
   (good time inside the bin x DTCOR), so a bin half inside a gap has half the exposure.
-* :func:`bayesian_blocks_flare`: ``astropy.stats.bayesian_blocks`` (fitness ``events``,
-  false-alarm probability ``p0`` per change point) on the event times; the baseline is the
+* :func:`bayesian_blocks_flare`: Bayesian blocks (:func:`bayesian_blocks_events`, the same
+  edges as ``astropy.stats.bayesian_blocks`` with fitness ``events`` and prior ``p0``, faster) on the event times; the baseline is the
   live-time-weighted median block rate; the flare interval is the run of contiguous blocks
   at >= ``min_ratio`` (2) times the baseline around the highest block, called a flare when
   that block is at least ``min_ratio`` times the baseline and the run covers less than half
@@ -16,7 +16,11 @@ with (:mod:`simxray.events.realencode`).
 * :func:`z2_search`: blind Z²₁ search from the frame-binned events (FFT, 4x oversampled,
   the mean over the GTIs removed), the best peak refined with the exact Z²₁ of the events;
   false-alarm probability 1 - (1 - e^{-Z²/2})^N with N = (f_max - f_min) x span
-  independent frequencies.
+  independent frequencies; windows of ± 2 cycles per span around the dither frequencies
+  (1/707, 1/1000 Hz and two harmonics) are left out of the search and of N and reported
+  apart (:func:`dither_windows`).
+* :func:`block_morphology`: eruptions (runs of blocks >= 2x the baseline) and dips
+  (<= 0.5x) of a Bayesian-blocks light curve.
 * :func:`z2_at`: GTI-corrected Z²₁ of the events at given frequencies (Hz), e.g. the dither
   frequencies 1/707 s and 1/1000 s.
 * :func:`hardness_ratios`: CSC-band (S 0.5-1.2, M 1.2-2, H 2-7 keV) ratios with 68 %
@@ -64,17 +68,47 @@ def _band(events: EventList, band: tuple[float, float]) -> np.ndarray:
     return events.time[(events.energy >= band[0]) & (events.energy < band[1])]
 
 
+def bayesian_blocks_events(t: np.ndarray, p0: float = 0.01) -> np.ndarray:
+    """Optimal Bayesian-blocks edges (s) of event times: Scargle et al. (2013) dynamic
+    programme with the ``events`` fitness N_k ln(N_k / T_k) and the prior
+    ncp_prior = 4 - ln(73.53 p0 N^-0.478) (N unique times; duplicate times, e.g. frame-quantised
+    ones, are merged with their counts), i.e. ``astropy.stats.bayesian_blocks(t,
+    fitness="events", p0=p0)`` without astropy's per-cell Python overhead (same edges)."""
+    t, x = np.unique(np.asarray(t, np.float64), return_counts=True)
+    n = t.size
+    edges = np.concatenate([t[:1], 0.5 * (t[1:] + t[:-1]), t[-1:]])
+    block_length = t[-1] - edges
+    ncp_prior = 4 - np.log(73.53 * p0 * n ** -0.478)
+    best = np.zeros(n)
+    last = np.zeros(n, dtype=np.int64)
+    x = x.astype(np.float64)
+    for r in range(n):
+        nk = np.cumsum(x[:r + 1][::-1])[::-1]
+        tk = block_length[:r + 1] - block_length[r + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fit = np.where(nk > 0, nk * np.log(np.where(nk > 0, nk / tk, 1.0)), 0.0)
+        a = fit - ncp_prior
+        a[1:] += best[:r]
+        i = int(np.argmax(a))
+        last[r], best[r] = i, a[i]
+    cps, ind = [], n
+    while True:
+        cps.append(ind)
+        if ind == 0:
+            break
+        ind = last[ind - 1]
+    return edges[np.array(cps[::-1])]
+
+
 def bayesian_blocks_flare(events: EventList, band: tuple[float, float] = (0.5, 7.0), *, p0: float = 0.01,
                           min_ratio: float = 2.0, dtcor: float = 1.0) -> dict:
     """Bayesian-blocks light curve and flare search (see module docstring); rates counts/s."""
-    from astropy.stats import bayesian_blocks
-
     t = _band(events, band)
     out: dict = {"band_keV": list(band), "p0": p0, "n_events": int(t.size)}
     if np.unique(t).size < 3:
         out.update(n_blocks=1, variable=False, flare=False, cls="constant", edges=[events.tstart, events.tstop])
         return out
-    edges = np.asarray(bayesian_blocks(t, fitness="events", p0=p0), np.float64)
+    edges = bayesian_blocks_events(t, p0)
     edges[0], edges[-1] = events.tstart, events.tstop
     live = gti_overlap(edges, events.gti) * dtcor
     counts = np.histogram(t, edges)[0].astype(np.float64)
@@ -144,12 +178,47 @@ def z2_at(times: np.ndarray, freqs_hz: np.ndarray, gti: np.ndarray,
     return 2.0 * np.abs(s - t.size * mean) ** 2 / t.size
 
 
+DITHER_PERIODS = (707.0, 1000.0)
+"""ACIS dither periods (s) in the two sky directions: a source near a chip edge or bad column
+is modulated at these periods and their harmonics."""
+
+
+def dither_windows(span: float, fmin: float, fmax: float, *, harmonics: int = 3,
+                   halfwidth_cycles: float = 2.0) -> np.ndarray:
+    """Frequency windows (W, 2) Hz excluded from a period search: k / P ± ``halfwidth_cycles``
+    / span for the dither periods P (:data:`DITHER_PERIODS`) and k = 1..``harmonics``, clipped
+    to [fmin, fmax] (empty windows dropped)."""
+    w = []
+    for p in DITHER_PERIODS:
+        for k in range(1, harmonics + 1):
+            lo, hi = max(fmin, k / p - halfwidth_cycles / span), min(fmax, k / p + halfwidth_cycles / span)
+            if hi > lo:
+                w.append((lo, hi))
+    return np.array(w, np.float64).reshape(-1, 2)
+
+
+def _fap(z2: float, n_trials: int) -> tuple[float, float]:
+    """False-alarm probability 1 - (1 - e^{-Z²/2})^N of the highest of N independent χ²₂
+    powers, and its log10 (kept accurate where the probability underflows)."""
+    log_single = -0.5 * z2
+    fap = float(-np.expm1(n_trials * np.log1p(-math.exp(log_single)))) if z2 < 1400 else 0.0
+    log10_fap = math.log10(fap) if fap > 0 else math.log10(n_trials) + log_single / math.log(10)
+    return fap, float(log10_fap)
+
+
 def z2_search(events: EventList, band: tuple[float, float] = (0.5, 7.0), *, fmin: float | None = None,
               fmax: float | None = None, oversample: int = 4, frame_time: float | None = None,
-              null: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+              null: tuple[np.ndarray, np.ndarray] | None = None, exclude_dither: bool = True,
+              dither_harmonics: int = 3) -> dict:
     """Blind Z²₁ period search (see module docstring) against ``null`` (see :func:`z2_at`).
     Default range: 10 cycles per span to the Nyquist frequency of the frame time
-    (1 / (2 TIMEDEL))."""
+    (1 / (2 TIMEDEL)).
+
+    With ``exclude_dither`` the windows of :func:`dither_windows` (dither periods 707 s and
+    1000 s and their first ``dither_harmonics`` harmonics, ± 2 cycles per span) are left out
+    of the search and of the trial count N = (f_max - f_min - excluded width) x span; the
+    highest peak inside them is reported separately (``dither_peak``, FAP with the trials of
+    the windows), so that dither modulation is flagged but never called a period."""
     t = _band(events, band)
     span = events.span
     ft = frame_time or events.frame_time or 3.24104
@@ -157,7 +226,7 @@ def z2_search(events: EventList, band: tuple[float, float] = (0.5, 7.0), *, fmin
     fmax = 0.5 / ft if fmax is None else fmax
     out: dict = {"band_keV": list(band), "fmin_hz": fmin, "fmax_hz": fmax, "n_events": int(t.size)}
     if t.size < 10 or fmax <= fmin:
-        out.update(z2=0.0, period_s=float("nan"), fap=1.0, n_trials=0)
+        out.update(z2=0.0, period_s=float("nan"), fap=1.0, n_trials=0, log10_fap=0.0)
         return out
     nb = int(math.ceil(span / ft))
     edges = events.tstart + ft * np.arange(nb + 1)
@@ -172,22 +241,83 @@ def z2_search(events: EventList, band: tuple[float, float] = (0.5, 7.0), *, fmin
     spec = np.fft.rfft(resid, nfft)
     freqs = np.fft.rfftfreq(nfft, ft)
     sel = (freqs >= fmin) & (freqs <= fmax)
+    win = dither_windows(span, fmin, fmax, harmonics=dither_harmonics) if exclude_dither else np.zeros((0, 2))
+    in_win = np.zeros(freqs.size, bool)
+    for lo, hi in win:
+        in_win |= (freqs >= lo) & (freqs <= hi)
+    excluded = float(sum(hi - lo for lo, hi in _merge_windows(win)))
     # binning at the frame time attenuates the power by sinc²(f·ft); undo it for the search
     att = np.sinc(freqs * ft) ** 2
     power = 2.0 * np.abs(spec) ** 2 / t.size / np.maximum(att, 1e-3)
-    k = int(np.flatnonzero(sel)[np.argmax(power[sel])])
     df = 1.0 / (nfft * ft)
-    fine = freqs[k] + np.linspace(-2 * df, 2 * df, 81)
-    z_fine = z2_at(t, fine, events.gti, null)
-    j = int(np.argmax(z_fine))
-    z2 = float(z_fine[j])
-    n_trials = max(1, int((fmax - fmin) * span))
-    log_single = -0.5 * z2
-    fap = float(-np.expm1(n_trials * np.log1p(-math.exp(log_single)))) if z2 < 1400 else 0.0
-    log10_fap = math.log10(fap) if fap > 0 else math.log10(n_trials) + log_single / math.log(10)
-    out.update(z2=z2, freq_hz=float(fine[j]), period_s=float(1.0 / fine[j]), fap=fap, n_trials=n_trials,
-               log10_fap=float(log10_fap))
+
+    def refine(mask: np.ndarray) -> tuple[float, float]:
+        k = int(np.flatnonzero(mask)[np.argmax(power[mask])])
+        fine = freqs[k] + np.linspace(-2 * df, 2 * df, 81)
+        z_fine = z2_at(t, fine, events.gti, null)
+        j = int(np.argmax(z_fine))
+        return float(z_fine[j]), float(fine[j])
+
+    search = sel & ~in_win
+    n_trials = max(1, int((fmax - fmin - excluded) * span))
+    if search.any():
+        z2, f_best = refine(search)
+        fap, log10_fap = _fap(z2, n_trials)
+        out.update(z2=z2, freq_hz=f_best, period_s=float(1.0 / f_best), fap=fap, n_trials=n_trials,
+                   log10_fap=log10_fap)
+    else:
+        out.update(z2=0.0, period_s=float("nan"), fap=1.0, n_trials=0, log10_fap=0.0)
+    out["dither_excluded"] = {"windows_hz": win.tolist(), "excluded_width_hz": excluded}
+    if (sel & in_win).any():
+        zd, fd = refine(sel & in_win)
+        n_d = max(1, int(round(excluded * span)))
+        fap_d, l10_d = _fap(zd, n_d)
+        out["dither_peak"] = {"z2": zd, "freq_hz": fd, "period_s": 1.0 / fd, "n_trials": n_d, "fap": fap_d,
+                              "log10_fap": l10_d}
     return out
+
+
+def _merge_windows(win: np.ndarray) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for lo, hi in sorted(map(tuple, win)):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(a, b) for a, b in out]
+
+
+def block_morphology(bb: dict, *, high: float = 2.0, low: float = 0.5) -> dict:
+    """Shape of a Bayesian-blocks light curve (:func:`bayesian_blocks_flare` output):
+    eruptions = maximal runs of blocks at >= ``high`` x the baseline rate, dips = runs at <=
+    ``low`` x it; their number, intervals (s) and the fraction of the good time they cover."""
+    if bb.get("n_blocks", 1) < 2 or "rates" not in bb:
+        return {"n_eruptions": 0, "n_dips": 0, "eruptions": [], "dips": [], "eruption_time_fraction": 0.0,
+                "dip_time_fraction": 0.0}
+    edges, rate = np.asarray(bb["edges"]), np.asarray(bb["rates"])
+    base = bb["baseline_rate"]
+    live = np.diff(edges)
+
+    def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+        out, k = [], 0
+        while k < mask.size:
+            if mask[k]:
+                j = k
+                while j + 1 < mask.size and mask[j + 1]:
+                    j += 1
+                out.append((k, j))
+                k = j + 1
+            else:
+                k += 1
+        return out
+
+    er, dp = runs(rate >= high * base), runs(rate <= low * base)
+    tot = live.sum()
+    return {"n_eruptions": len(er), "n_dips": len(dp),
+            "eruptions": [[float(edges[a]), float(edges[b + 1])] for a, b in er],
+            "dips": [[float(edges[a]), float(edges[b + 1])] for a, b in dp],
+            "eruption_time_fraction": float(sum(live[a:b + 1].sum() for a, b in er) / tot),
+            "dip_time_fraction": float(sum(live[a:b + 1].sum() for a, b in dp) / tot)}
 
 
 def dither_z2(events: EventList, band: tuple[float, float] = (0.5, 7.0),
@@ -238,5 +368,5 @@ def hardness_ratios(src: np.ndarray, bkg: np.ndarray | None = None, backscal: fl
     return out
 
 
-__all__ = ["CSC_BANDS", "gti_overlap", "binned_light_curve", "bayesian_blocks_flare", "z2_at", "z2_search",
-           "dither_z2", "band_counts", "hardness_ratios"]
+__all__ = ["CSC_BANDS", "DITHER_PERIODS", "gti_overlap", "binned_light_curve", "bayesian_blocks_events", "bayesian_blocks_flare", "z2_at",
+           "z2_search", "dither_windows", "block_morphology", "dither_z2", "band_counts", "hardness_ratios"]

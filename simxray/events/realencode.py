@@ -16,6 +16,15 @@ frozen PPAD and returns one JSON-ready dict per source:
   1e-3, else the blocks' ``constant``/``flare``/``variable``) and count hardness ratios with
   background subtraction and uncertainties.
 
+* ``class`` and ``variability``: the reported class, :func:`combined_class` (rule in
+  :data:`DECISION_RULE`): periodic from the dither- and trials-corrected Z² search; variable
+  only when the Bayesian blocks and the PPAD likelihood-ratio test agree (or one of them is
+  strong on its own); the shape (flare, qpe, dip) from the blocks' eruptions and dips, the
+  PPAD classifier where the blocks are ambiguous (eclipse against dip, slow modulation).
+  PPAD alone cannot give the class: its periodic head spans 1-24 cycles per span (the
+  magnetar's 3.76 s is ~1470 cycles in its window) and its classifier, trained on flares of
+  2-20x quiescence, calls Sgr A*'s 80x flares "qpe".
+
 The PPAD class comes from a histogram gradient-boosting classifier trained on the model's
 own reference latents (4000 simulated sources of the six classes, labels ``kind_id``) with
 the decoded features of :func:`~simxray.events.features.feature_matrix`; it is refitted
@@ -37,6 +46,7 @@ from .lightcurve import (
     CSC_BANDS,
     band_counts,
     bayesian_blocks_flare,
+    block_morphology,
     dither_z2,
     hardness_ratios,
     z2_search,
@@ -45,6 +55,28 @@ from .realfile import Observation
 
 FAP_PERIODIC = 1e-3
 """Baseline: a Z² peak with a false-alarm probability below this is called periodic."""
+
+P0_LOOSE, P0_STRICT = 0.01, 0.001
+"""Bayesian-blocks false-alarm probabilities: a change point at ``P0_LOOSE`` needs the PPAD
+variability test to confirm it; one at ``P0_STRICT`` stands on its own."""
+
+PPAD_STRONG_Z = 5.0
+"""The PPAD likelihood ratio alone makes a source variable when it is above every null
+simulation and this many null standard deviations above their mean."""
+
+DECISION_RULE = (
+    "1 periodic: blind Z2_1 search (0.5-7 keV, 10 cycles per span to the frame Nyquist frequency, "
+    "null = the Bayesian-blocks light curve) with dither windows (707 s, 1000 s, 3 harmonics, +-2 cycles "
+    "per span) removed from the search and the trials: FAP = 1-(1-exp(-Z2/2))^N < 1e-3. "
+    "2 variable: Bayesian blocks (p0=0.01) >= 2 blocks AND PPAD likelihood-ratio test significant "
+    "(p <= 1/(n_sims+1)); or Bayesian blocks (p0=0.001) >= 2 blocks; or PPAD test significant with "
+    "z >= 5. Otherwise constant. "
+    "3 shape of a variable source from the p0=0.01 blocks (eruption = run of blocks >= 2x the baseline "
+    "block rate, dip = run <= 0.5x): one eruption covering < 50% of the good time -> flare; >= 3 "
+    "eruptions -> qpe; 2 eruptions -> flare (repeated flares); dips and no eruption -> eclipse if the "
+    "PPAD class is eclipse, else dip; anything else -> the PPAD classifier's most probable "
+    "non-constant class.")
+"""The combined variability decision of :func:`combined_class`, in words."""
 
 PEAK_POINTS = 2048
 
@@ -185,13 +217,57 @@ def baseline(obs: Observation, *, band: tuple[float, float] = (0.5, 7.0), p0: fl
     s = obs.source
     dt = float(obs.meta.get("dtcor", 1.0))
     bb = bayesian_blocks_flare(s, band, p0=p0, dtcor=dt)
+    bb_strict = bayesian_blocks_flare(s, band, p0=P0_STRICT, dtcor=dt)
     null = (np.asarray(bb["edges"]), np.asarray(bb.get("rates", [1.0])))
     z2 = z2_search(s, band, null=null)
     dz = dither_z2(s, band, null)
     bkg = band_counts(obs.background) if obs.background is not None else None
     hr = hardness_ratios(band_counts(s), bkg, obs.backscal, seed=seed)
     cls = "periodic" if z2["fap"] < FAP_PERIODIC else bb["cls"]
-    return {"class": cls, "bayesian_blocks": bb, "z2_search": z2, "dither_z2": dz, "hardness": hr}
+    return {"class": cls, "bayesian_blocks": bb, "z2_search": z2, "dither_z2": dz, "hardness": hr,
+            "bayesian_blocks_strict": {k: bb_strict.get(k) for k in ("p0", "n_blocks", "cls", "peak_time",
+                                                                    "peak_ratio", "flare_interval")},
+            "morphology": block_morphology(bb)}
+
+
+def combined_class(ppad: dict | None, base: dict) -> dict:
+    """The reported variability class of a source (:data:`DECISION_RULE`) from the PPAD result
+    (class probabilities, ``variability_test``; None: baseline tests only) and the
+    :func:`baseline` result.  Returns the class, the step that decided it and the evidence."""
+    z2 = base["z2_search"]
+    bb, strict, mor = base["bayesian_blocks"], base["bayesian_blocks_strict"], base["morphology"]
+    vt = (ppad or {}).get("variability_test")
+    ppad_sig = bool(vt and vt["significant"])
+    ppad_strong = bool(ppad_sig and vt["z"] >= PPAD_STRONG_Z)
+    ev = {"z2_fap": z2.get("fap"), "z2_log10_fap": z2.get("log10_fap"), "z2_period_s": z2.get("period_s"),
+          "z2_n_trials": z2.get("n_trials"), "dither_peak": z2.get("dither_peak"),
+          "blocks_p0_0.01": bb.get("n_blocks"), "blocks_p0_0.001": strict.get("n_blocks"),
+          "ppad_p_value": vt["p_value"] if vt else None, "ppad_z": vt["z"] if vt else None,
+          "ppad_class": (ppad or {}).get("class"), "n_eruptions": mor["n_eruptions"], "n_dips": mor["n_dips"]}
+    if z2.get("fap", 1.0) < FAP_PERIODIC:
+        return {"class": "periodic", "decided_by": "Z2 search (dither windows and trials corrected)",
+                "period_s": z2["period_s"], "evidence": ev}
+    loose = bb.get("n_blocks", 1) >= 2
+    variable = (loose and ppad_sig) or strict.get("n_blocks", 1) >= 2 or ppad_strong
+    if not variable:
+        return {"class": "constant", "decided_by": "no significant variability (blocks and PPAD test)",
+                "evidence": ev}
+    probs = (ppad or {}).get("probabilities") or {}
+    ppad_var = max((k for k in probs if k != "constant"), key=probs.get, default=None)
+    if mor["n_eruptions"] == 1 and mor["eruption_time_fraction"] < 0.5 and mor["n_dips"] == 0:
+        cls, by = "flare", "Bayesian-blocks shape: one eruption"
+    elif mor["n_eruptions"] >= 3:
+        cls, by = "qpe", "Bayesian-blocks shape: >= 3 eruptions"
+    elif mor["n_eruptions"] == 2 and mor["eruption_time_fraction"] < 0.5:
+        cls, by = "flare", "Bayesian-blocks shape: two eruptions (repeated flares)"
+    elif mor["n_dips"] >= 1 and mor["n_eruptions"] == 0:
+        cls = "eclipse" if ppad_var == "eclipse" else "dip"
+        by = "Bayesian-blocks shape: dips; PPAD chooses eclipse or dip"
+    elif ppad_var is not None:
+        cls, by = ppad_var, "PPAD classifier (blocks shape ambiguous)"
+    else:
+        cls, by = bb.get("cls", "variable"), "Bayesian blocks (no PPAD result)"
+    return {"class": cls, "decided_by": by, "evidence": ev}
 
 
 def analyse(model, observations: Sequence[Observation], *, steps: int = 30, lr: float = 0.05,
@@ -274,6 +350,8 @@ def analyse(model, observations: Sequence[Observation], *, steps: int = 30, lr: 
         res["ppad"] = ppad
         if with_baseline:
             res["baseline"] = baseline(o, seed=seed)
+            res["variability"] = combined_class(ppad, res["baseline"])
+            res["class"] = res["variability"]["class"]
         out.append(res)
     return out, enc
 
@@ -291,5 +369,5 @@ def json_safe(obj):
     return obj
 
 
-__all__ = ["VariabilityClassifier", "analyse", "baseline", "variability_test", "decoded_hardness", "decoded_peak",
+__all__ = ["VariabilityClassifier", "analyse", "baseline", "combined_class", "DECISION_RULE", "variability_test", "decoded_hardness", "decoded_peak",
            "ppad_light_curve", "json_safe", "FAP_PERIODIC"]

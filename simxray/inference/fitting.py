@@ -98,6 +98,39 @@ def _candidate_posteriors(posterior) -> list[Path]:
     return sorted(p for p in DATA_DIR.glob("posterior_*") if (p / "config.json").is_file())
 
 
+#: Shipped posteriors whose whole setup (prior, channels, pileup) ``auto`` adopts when the
+#: user names their model but no prior and the observation matches their response,
+#: exposure and frame time (``simxray fit BRIGHT.pi --model 'tbabs*relxill'``).  The other
+#: shipped posteriors are used only when the user's prior and energy range equal theirs.
+ADOPT_SETUP = ("posterior_relxill_bright",)
+
+
+def adoptable_posterior(observation, model: str | None) -> tuple[Path | None, list[str]]:
+    """A shipped posterior of :data:`ADOPT_SETUP` trained for this observation (response
+    sha256, exposure, frame time, channel count) and ``model``; else (None, reasons)."""
+    from .compat import check_compatibility
+    from .saving import read_posterior_config as load_config
+
+    if model is None:
+        return None, []
+    reasons = []
+    for p in _candidate_posteriors(None):
+        if p.name not in ADOPT_SETUP:
+            continue
+        try:
+            cfg = load_config(p)
+        except SimxrayError as exc:
+            reasons.append(f"{p.name}: {exc}")
+            continue
+        if "".join(str(cfg.get("model", "")).lower().split()) != "".join(model.lower().split()):
+            continue
+        why = list(check_compatibility(cfg, observation.spectrum))
+        if not why:
+            return p, []
+        reasons.append(f"{p.name}: {why[0]}")
+    return None, reasons
+
+
 def find_posterior(problem: FitProblem, posterior=None) -> tuple[Path | None, list[str]]:
     """The first shipped (or the given) posterior that matches; else (None, reasons)."""
     from .saving import read_posterior_config as load_config
@@ -168,6 +201,44 @@ def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, dev
         if rw["reliable"]:
             samples = draws[rw["index"]]
     return samples, {"checks": checks, "warnings": warn, "network": info}
+
+
+def _network_guided(problem: FitProblem, draws: np.ndarray, n_samples: int, seed: int,
+                    n_effective: int):
+    """Importance sampling of the exact posterior from a Student-t mixture fitted to an
+    amortised posterior's draws (:func:`~simxray.inference.importance.guided_importance`,
+    AMIS + PSIS): the fast way back to the exact posterior when the network is calibrated
+    but wider or offset on this spectrum.  ``(samples, extra)`` when PSIS accepts it
+    (k̂ < 0.7 and ``n_effective`` effective draws), else None."""
+    from .importance import guided_importance
+    from .mcmc import _Coords
+
+    coords = _Coords(problem.prior)
+    like = problem.likelihood()
+
+    def log_post(x: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(x)
+        lp = coords.log_prior(x)
+        ok = np.isfinite(lp)
+        if ok.any():
+            ll = like(coords.to_theta(x[ok]))
+            lp[ok] = lp[ok] + np.where(np.isfinite(ll), ll, -np.inf)
+        return lp
+
+    pilot = coords.to_x(np.asarray(draws, float)[:4000])
+    t0 = time.perf_counter()
+    gi = guided_importance(log_post, pilot, n_effective=n_effective, n_samples=n_samples,
+                           seed=seed + 17, max_rounds=12)
+    if not gi["reliable"]:
+        log.info("network-guided importance sampling not reliable (k = %.2f, ESS %.0f)",
+                 gi["khat"], gi["ess"])
+        return None
+    info = {k: v for k, v in gi.items() if k != "x"}
+    sampler = {"sampler": "amortised posterior + exact-likelihood importance sampling "
+                          "(Student-t mixture AMIS, PSIS)",
+               "importance": info, "seconds": round(time.perf_counter() - t0, 3),
+               "n_samples": int(n_samples)}
+    return coords.to_theta(gi["x"]), {"sampler": sampler, "checks": {}, "warnings": []}
 
 
 def _run_emcee(problem: FitProblem, n_samples: int, seed: int, *, emulator=None,
@@ -323,6 +394,14 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
         model, prior, pileup = _adopt_setup(network, observation,
                                             "posterior" if posterior is not None else "emulator")
         adopted = True
+    adopt_why: list[str] = []
+    if (network is None and prior is None and method in ("auto", "npe") and pileup == "jdpileup"
+            and not observation.filtered):
+        # a bright-source posterior trained for this very observation: fit its setup
+        found, adopt_why = adoptable_posterior(observation, model)
+        if found is not None:
+            model, prior, pileup = _adopt_setup(found, observation, "posterior")
+            adopted = True
     if posterior is not None and method == "auto":
         method = "npe"
     if emulator is not None and method == "auto":
@@ -365,8 +444,12 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
         if post_dir is not None:
             chosen = "npe"
             reason = f"the amortised posterior {post_dir.name} matches this setup"
+            if adopted and posterior is None:
+                reason += (" (its prior, channels and pileup adopted: no prior given and the "
+                           "observation's response, exposure and frame time are its own)")
         else:
             chosen = "emcee"
+            why = why + [w for w in adopt_why if w not in why]
             reason = ("no amortised posterior matches (" + "; ".join(why) + ")") if why else \
                 "no amortised posterior available"
     emu = None
@@ -398,11 +481,21 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
                    ">= 0.7)")
             if method == "auto":
                 chosen = "exact"
-                reason += f"; but {msg}: exact likelihood instead"
-                log.info("%s; running the exact likelihood instead", msg)
-                samples, extra = _run_emcee(problem, n_samples, seed, quiet=quiet,
-                                            n_effective=n_effective, max_steps=max_steps,
-                                            n_walkers=n_walkers, importance=importance)
+                gi = _network_guided(problem, samples, n_samples, seed, n_effective)
+                if gi is not None:
+                    k_is = gi[1]["sampler"]["importance"]["khat"]
+                    reason += (f"; {msg}, so its draws seeded importance sampling with the exact "
+                               f"likelihood (Pareto k = {k_is:.2f})")
+                    log.info("%s; importance sampling seeded by its draws instead", msg)
+                    gi[1]["checks"] = {**extra["checks"], **gi[1]["checks"]}
+                    gi[1]["network"] = extra.get("network")
+                    samples, extra = gi
+                else:
+                    reason += f"; but {msg}: exact likelihood instead"
+                    log.info("%s; running the exact likelihood instead", msg)
+                    samples, extra = _run_emcee(problem, n_samples, seed, quiet=quiet,
+                                                n_effective=n_effective, max_steps=max_steps,
+                                                n_walkers=n_walkers, importance=importance)
             else:
                 extra["warnings"].append(msg + "; its samples are returned unweighted")
     elif chosen in ("exact", "emcee"):
@@ -447,7 +540,9 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
     imp = (extra.get("sampler") or {}).get("importance")
     if evidence is None and imp and imp.get("reliable") and "logz" in imp:
         evidence = {"logz": imp["logz"], "logz_err": imp["logz_err"],
-                    "method": "importance sampling (Student-t mixture from an emcee pilot)",
+                    "method": "importance sampling (Student-t mixture from "
+                              + ("the network's draws)" if "amortised" in
+                                 str(extra["sampler"].get("sampler")) else "an emcee pilot)"),
                     "definition": "ln of the evidence for L = exp(-stat/2), stat = "
                                   f"{problem.statistic} (XSPEC's, data-only terms removed), "
                                   "prior normalised over its bounds"}
@@ -552,4 +647,5 @@ def _find_emulator(problem: FitProblem, emulator=None):
     return None, why
 
 
-__all__ = ["fit", "run_nested", "find_posterior", "network_mismatch", "METHODS"]
+__all__ = ["fit", "run_nested", "find_posterior", "network_mismatch", "adoptable_posterior",
+           "METHODS"]

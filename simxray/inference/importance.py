@@ -119,9 +119,31 @@ class TMixture:
         return z[rng.permutation(len(z))]
 
 
+def _tempered(lw: np.ndarray, min_ess: float) -> np.ndarray:
+    """Normalised weights exp(beta lw) with the largest beta in (0, 1] whose effective sample
+    size is at least ``min_ess`` (bisection; beta = 1 when the raw weights already reach it)."""
+    def weights(beta: float) -> tuple[np.ndarray, float]:
+        a = beta * (lw - lw.max())
+        w = np.exp(a - logsumexp(a))
+        return w, float(1.0 / np.sum(w * w))
+
+    w, ess = weights(1.0)
+    if ess >= min_ess:
+        return w
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if weights(mid)[1] >= min_ess:
+            lo = mid
+        else:
+            hi = mid
+    return weights(lo)[0] if lo > 0 else np.full(lw.shape, 1.0 / len(lw))
+
+
 def guided_importance(log_post, pilot: np.ndarray, *, n_effective: int = 1000,
                       n_samples: int = 10000, round_size: int = 4096, max_rounds: int = 4,
-                      n_components: int = 8, inflate: float = 1.3, seed: int = 0) -> dict:
+                      n_components: int = 8, inflate: float = 1.3, seed: int = 0,
+                      temper_ess: float = 0.02) -> dict:
     """Importance sampling of ``log_post`` (vectorised, sampling coordinates) from a
     Student-t mixture fitted to ``pilot`` draws (N, P); see the module docstring.
 
@@ -159,8 +181,12 @@ def guided_importance(log_post, pilot: np.ndarray, *, n_effective: int = 1000,
                        "inside_prior": float(np.isfinite(lp).mean())})
         if ess >= n_effective and khat < KHAT_MAX:
             break
-        # refit the mixture to all weighted draws so far (AMIS)
-        means, chols, pis = weighted_em(zz[ok], w[ok], n_components, rng)
+        # refit the mixture to all weighted draws so far (AMIS), the weights tempered
+        # (w^beta, beta <= 1) so that at least ``temper_ess`` of the draws count: with a few
+        # dominant weights the refit would collapse onto them (e.g. a proposal from a network
+        # twice as wide as a narrow 9-parameter posterior)
+        means, chols, pis = weighted_em(zz[ok], _tempered(lw[ok], temper_ess * ok.sum()),
+                                        n_components, rng)
         mix = TMixture(means, [c * inflate for c in chols], pis, pilot.mean(0), _chol(wide_cov))
     zz = np.vstack(Z)
     w = np.exp(lws)

@@ -21,7 +21,8 @@ evaluations and their time; warnings when the chain is too short or walkers are 
 posterior.nc, summary.json, corner.png, spectrum.png) through
 :mod:`simxray.inference.fit`'s writers.
 
-Length: the emcee driver (starting points, blocks until convergence, diagnostics, the importance-sampling hand-off) and the likelihood classes it evaluates (C-stat, W-stat) in one place; the driver is the next candidate for a split into a class with small methods.
+The driver is :class:`EmceeSampler` (one small method per step: start, chain, pilots,
+result); :func:`sample_emcee` is ``EmceeSampler(...).run()`` with BLAS on one thread.
 """
 
 from __future__ import annotations
@@ -262,25 +263,25 @@ def _counts_and_background(spectrum, model, background, background_scale):
 
 
 def sample_emcee(spectrum, **kwargs) -> McmcResult:
-    """Sample p(θ | counts) with emcee (see :func:`_sample_emcee` for the arguments), with
-    numpy's BLAS limited to one thread (small matrix products; see
-    :func:`~simxray.inference.emulator.one_blas_thread`)."""
+    """Sample p(θ | counts) with emcee: ``EmceeSampler(spectrum, **kwargs).run()`` (see
+    :class:`EmceeSampler` for the arguments), with numpy's BLAS limited to one thread
+    (small matrix products; see :func:`~simxray.inference.emulator.one_blas_thread`)."""
     from .emulator import one_blas_thread
 
     with one_blas_thread():
-        return _sample_emcee(spectrum, **kwargs)
+        return EmceeSampler(spectrum, **kwargs).run()
 
 
-def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samples: int = 10000,
-                 seed: int = 0, n_walkers: int | None = None, n_effective: int = 1000,
-                 max_steps: int = 20000, block: int = 250, min_tau_multiple: float = 50.0,
-                 burn_tau: float = 5.0, background: np.ndarray | None = None,
-                 background_scale: float | np.ndarray | None = None,
-                 background_mu: np.ndarray | None = None, n_init: int | None = None,
-                 init: np.ndarray | None = None, moves=None, quiet: bool = False,
-                 keep_chain: bool = False, anchor=None, n_starts: int = 4,
-                 importance: bool = False, pilot_steps: int = 300) -> McmcResult:
+class EmceeSampler:
     """Sample p(θ | counts) with emcee's affine-invariant ensemble sampler.
+
+    ``EmceeSampler(spectrum, ...).run()`` → :class:`McmcResult`; the steps are methods:
+    :meth:`log_post` (log posterior in the sampling coordinates), :meth:`find_start`
+    (best prior draws, Nelder-Mead, Hessian covariance, initial walkers),
+    :meth:`run_chain` (blocks until converged), :meth:`anchor_pilot` /
+    :meth:`importance_pilot` (optional pilots), :meth:`result` (burn-in, diagnostics,
+    warnings, subsampling).  One ``numpy`` generator seeded with ``seed`` drives every
+    draw in that order, so a seed fixes the samples.
 
     spectrum : counts (C,) in the forward model's channels, or a
         :class:`~simxray.io.ogip.Spectrum` (its background, if any, gives W-stat).
@@ -308,101 +309,134 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
         emulator (``n_effective / 4`` effective samples), ~60 exact spectra at its draws, a
         quadratic correction of log μ, then the main chain on the anchored emulator.
     """
-    import emcee
-    from scipy.optimize import minimize
-    from tqdm import tqdm
 
-    if prior is None:
-        prior = getattr(emulator if emulator is not None else simulator, "prior", None)
+    def __init__(self, spectrum, *, emulator=None, simulator=None, prior=None, n_samples: int = 10000,
+                 seed: int = 0, n_walkers: int | None = None, n_effective: int = 1000,
+                 max_steps: int = 20000, block: int = 250, min_tau_multiple: float = 50.0,
+                 burn_tau: float = 5.0, background: np.ndarray | None = None,
+                 background_scale: float | np.ndarray | None = None,
+                 background_mu: np.ndarray | None = None, n_init: int | None = None,
+                 init: np.ndarray | None = None, moves=None, quiet: bool = False,
+                 keep_chain: bool = False, anchor=None, n_starts: int = 4,
+                 importance: bool = False, pilot_steps: int = 300):
         if prior is None:
-            raise SimxrayError("no prior given and the forward model has none", field="prior")
-    forward, kind = _resolve_forward(emulator, simulator, prior)
-    model = emulator if emulator is not None else simulator
-    x_obs, bkg, alpha, _ = _counts_and_background(spectrum, model, background, background_scale)
-    if n_samples < 1:
-        raise SimxrayError(f"expected a positive number of samples, got {n_samples}",
-                           field="n_samples")
-    P = prior.dim
-    nw = int(n_walkers or max(32, 4 * P + 2 - (4 * P) % 2))
-    if nw < 2 * P or nw % 2:
-        raise SimxrayError(f"expected an even number of walkers >= {2 * P}, got {nw}",
-                           field="n_walkers")
-    like = Likelihood(x_obs, forward, background_mu=background_mu, background_counts=bkg,
-                      background_scale=alpha)
-    b = prior.bounds
-    if (kind == "emulator" and np.all(b[:, 0] >= getattr(emulator, "low", np.inf))
-            and np.all(b[:, 1] <= getattr(emulator, "high", -np.inf))):
-        like.use_emulator_cstat(emulator)       # no clipping needed inside the training range
-    coords = _Coords(prior)
-    rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
+            prior = getattr(emulator if emulator is not None else simulator, "prior", None)
+            if prior is None:
+                raise SimxrayError("no prior given and the forward model has none", field="prior")
+        self.forward, self.kind = _resolve_forward(emulator, simulator, prior)
+        model = emulator if emulator is not None else simulator
+        x_obs, bkg, alpha, _ = _counts_and_background(spectrum, model, background, background_scale)
+        if n_samples < 1:
+            raise SimxrayError(f"expected a positive number of samples, got {n_samples}",
+                               field="n_samples")
+        P = prior.dim
+        nw = int(n_walkers or max(32, 4 * P + 2 - (4 * P) % 2))
+        if nw < 2 * P or nw % 2:
+            raise SimxrayError(f"expected an even number of walkers >= {2 * P}, got {nw}",
+                               field="n_walkers")
+        self.prior, self.P, self.nw = prior, P, nw
+        self.n_samples, self.seed, self.n_effective = n_samples, seed, n_effective
+        self.max_steps, self.block = max_steps, block
+        self.min_tau_multiple, self.burn_tau = min_tau_multiple, burn_tau
+        self.n_init, self.init, self.n_starts = n_init, init, n_starts
+        self.moves, self.quiet, self.keep_chain = moves, quiet, keep_chain
+        self.anchor, self.importance, self.pilot_steps = anchor, importance, pilot_steps
+        self.like = Likelihood(x_obs, self.forward, background_mu=background_mu,
+                               background_counts=bkg, background_scale=alpha)
+        b = prior.bounds
+        if (self.kind == "emulator" and np.all(b[:, 0] >= getattr(emulator, "low", np.inf))
+                and np.all(b[:, 1] <= getattr(emulator, "high", -np.inf))):
+            self.like.use_emulator_cstat(emulator)   # no clipping needed inside the training range
+        self.coords = _Coords(prior)
+        self.width = self.coords.hi - self.coords.lo
+        self.rng = np.random.default_rng(seed)
+        self.t0 = time.perf_counter()
+        self.x_map: np.ndarray | None = None
+        self.modes: list[dict] = []
+        self.anchor_info: dict | None = None
 
-    def log_post(x: np.ndarray) -> np.ndarray:
+    # -- the target --------------------------------------------------------------------------------
+    def log_post(self, x: np.ndarray) -> np.ndarray:
+        """log posterior (B,) at sampling coordinates x (B, P); -inf outside the prior."""
         x = np.atleast_2d(x)
-        lp = coords.log_prior(x)
+        lp = self.coords.log_prior(x)
         ok = np.isfinite(lp)
         if ok.any():
-            ll = like(coords.to_theta(x[ok]))
+            ll = self.like(self.coords.to_theta(x[ok]))
             lp[ok] = lp[ok] + np.where(np.isfinite(ll), ll, -np.inf)
         return lp
 
-    # -- starting point: best prior draws, Nelder-Mead from each, Hessian covariance -------------
-    width = coords.hi - coords.lo
-    if init is not None:
-        x0 = coords.to_x(np.asarray(init, float).reshape(1, P))[0]
-        if not np.isfinite(log_post(x0)[0]):
-            raise ParameterError("init lies outside the prior", field="init")
-        starts = [x0]
-    else:
-        k = int(n_init or (4096 if kind == "emulator" else 256))
-        cand = coords.to_x(prior.sample(k, rng))
-        lp = np.concatenate([log_post(cand[a:a + 1024]) for a in range(0, k, 1024)])
-        starts = _distinct_starts(cand, lp, width, n_starts)
-    maxfev = 600 if kind == "emulator" else 200
-
-    def neg(v: np.ndarray) -> float:
-        lp = float(log_post(v)[0])
+    def _neg(self, v: np.ndarray) -> float:
+        lp = float(self.log_post(v)[0])
         return -lp if math.isfinite(lp) else 1e30
 
-    optima = []
-    for x0 in starts:
-        opt = minimize(neg, x0, method="Nelder-Mead",
-                       options={"maxfev": maxfev, "xatol": 1e-6, "fatol": 1e-4,
-                                "initial_simplex": x0 + np.vstack([np.zeros(P),
-                                                                   0.02 * np.diag(width)])})
-        f0 = neg(x0)
-        optima.append((opt.x, float(opt.fun)) if opt.fun < f0 else (x0, f0))
-    optima.sort(key=lambda o: o[1])
-    x_map = optima[0][0]
-    modes = _other_modes(optima, width, log_post)
-    cov = _hessian_cov(log_post, x_map, width)
-    anchor_info = None
-    start = _initial_walkers(rng, x_map, cov, nw, coords, width, log_post)
+    # -- starting point ----------------------------------------------------------------------------
+    def starting_points(self) -> list[np.ndarray]:
+        """``init`` (checked), else the best mutually distant of a batch of prior draws."""
+        P, coords = self.P, self.coords
+        if self.init is not None:
+            x0 = coords.to_x(np.asarray(self.init, float).reshape(1, P))[0]
+            if not np.isfinite(self.log_post(x0)[0]):
+                raise ParameterError("init lies outside the prior", field="init")
+            return [x0]
+        k = int(self.n_init or (4096 if self.kind == "emulator" else 256))
+        cand = coords.to_x(self.prior.sample(k, self.rng))
+        lp = np.concatenate([self.log_post(cand[a:a + 1024]) for a in range(0, k, 1024)])
+        return _distinct_starts(cand, lp, self.width, self.n_starts)
 
-    # -- run ---------------------------------------------------------------------------------------
-    if moves is None:       # differential evolution: ~half the autocorrelation time of the
-        moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]  # stretch move
-    def run_chain(state, target: int, label: str, rs_seed: int, limit: int | None = None):
-        """Blocks of ``block`` steps until converged (50 τ, ``target`` ESS) or max_steps."""
-        smp = emcee.EnsembleSampler(nw, P, log_post, vectorize=True, moves=moves)
+    def optimise(self, starts: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """Nelder-Mead from each start: [(x, -log posterior)], best first."""
+        from scipy.optimize import minimize
+
+        P, width = self.P, self.width
+        maxfev = 600 if self.kind == "emulator" else 200
+        optima = []
+        for x0 in starts:
+            opt = minimize(self._neg, x0, method="Nelder-Mead",
+                           options={"maxfev": maxfev, "xatol": 1e-6, "fatol": 1e-4,
+                                    "initial_simplex": x0 + np.vstack([np.zeros(P),
+                                                                       0.02 * np.diag(width)])})
+            f0 = self._neg(x0)
+            optima.append((opt.x, float(opt.fun)) if opt.fun < f0 else (x0, f0))
+        optima.sort(key=lambda o: o[1])
+        return optima
+
+    def find_start(self) -> np.ndarray:
+        """Initial walkers (nw, P): around the best optimum with the Hessian covariance; sets
+        :attr:`x_map` and :attr:`modes` (the other separate optima)."""
+        optima = self.optimise(self.starting_points())
+        self.x_map = optima[0][0]
+        self.modes = _other_modes(optima, self.width, self.log_post)
+        cov = _hessian_cov(self.log_post, self.x_map, self.width)
+        return _initial_walkers(self.rng, self.x_map, cov, self.nw, self.coords, self.width,
+                                self.log_post)
+
+    # -- chains ------------------------------------------------------------------------------------
+    def run_chain(self, state, target: int, label: str, rs_seed: int, limit: int | None = None):
+        """Blocks of ``block`` steps until converged (``min_tau_multiple`` τ, ``target`` ESS)
+        or ``limit`` (default ``max_steps``) steps: (sampler, steps, stop reason)."""
+        import emcee
+        from tqdm import tqdm
+
+        smp = emcee.EnsembleSampler(self.nw, self.P, self.log_post, vectorize=True, moves=self.moves)
         smp.random_state = np.random.RandomState(rs_seed % 2**32).get_state()
         n_steps, why = 0, "max_steps"
-        top = int(limit or max_steps)
-        bar = tqdm(total=top, unit="step", disable=quiet, desc=f"emcee ({label})",
+        top = int(limit or self.max_steps)
+        bar = tqdm(total=top, unit="step", disable=self.quiet, desc=f"emcee ({label})",
                    dynamic_ncols=True)
         try:
             while n_steps < top:
-                n = min(block, top - n_steps)
+                n = min(self.block, top - n_steps)
                 state = smp.run_mcmc(state, n, progress=False)
                 n_steps += n
                 bar.update(n)
                 tau_b = _tau(smp.get_chain()[n_steps // 3:])   # the last two thirds: past burn-in
                 tmax = float(np.nanmax(tau_b)) if np.isfinite(tau_b).any() else math.inf
-                burn_b = int(math.ceil(burn_tau * tmax)) if math.isfinite(tmax) else n_steps
-                ess_b = nw * max(0, n_steps - burn_b) / tmax if math.isfinite(tmax) else 0.0
+                burn_b = int(math.ceil(self.burn_tau * tmax)) if math.isfinite(tmax) else n_steps
+                ess_b = self.nw * max(0, n_steps - burn_b) / tmax if math.isfinite(tmax) else 0.0
                 bar.set_postfix(tau=f"{tmax:.0f}", ess=f"{ess_b:.0f}",
                                 acc=f"{np.mean(smp.acceptance_fraction):.2f}")
-                if (math.isfinite(tmax) and n_steps >= min_tau_multiple * tmax
+                if (math.isfinite(tmax) and n_steps >= self.min_tau_multiple * tmax
                         and ess_b >= target and n_steps > burn_b):
                     why = "converged"
                     break
@@ -414,145 +448,184 @@ def _sample_emcee(spectrum, *, emulator=None, simulator=None, prior=None, n_samp
             bar.close()
         return smp, n_steps, why
 
-    if anchor is not None and kind == "emulator":
+    def anchor_pilot(self, start: np.ndarray) -> np.ndarray:
+        """A pilot chain on the plain emulator; anchor the likelihood to the exact simulator
+        over its draws (:attr:`anchor_info`).  Returns the pilot's last walkers."""
         from .anchor import anchor_to_simulator
 
-        pilot, pilot_steps, pilot_reason = run_chain(start, max(200, n_effective // 4),
-                                                     "emulator, pilot", seed + 1)
-        if pilot_reason == "interrupted":
+        pilot, steps, reason = self.run_chain(start, max(200, self.n_effective // 4),
+                                              "emulator, pilot", self.seed + 1)
+        if reason == "interrupted":
             raise KeyboardInterrupt
         ch = pilot.get_chain()
-        tau_p = _tau(ch[pilot_steps // 3:])
-        tp = float(np.nanmax(tau_p)) if np.isfinite(tau_p).any() else float(pilot_steps)
-        pilot_x = ch[min(int(math.ceil(burn_tau * tp)), pilot_steps // 2):].reshape(-1, P)
-        anchor_info = anchor_to_simulator(like, forward, anchor.expected, pilot_x, coords, rng)
-        anchor_info.update(pilot_steps=pilot_steps, pilot_stop_reason=pilot_reason)
-        start = ch[-1]                                      # walkers already in the bulk
-    if importance and anchor is None:
+        tau_p = _tau(ch[steps // 3:])
+        tp = float(np.nanmax(tau_p)) if np.isfinite(tau_p).any() else float(steps)
+        pilot_x = ch[min(int(math.ceil(self.burn_tau * tp)), steps // 2):].reshape(-1, self.P)
+        info = anchor_to_simulator(self.like, self.forward, self.anchor.expected, pilot_x,
+                                   self.coords, self.rng)
+        info.update(pilot_steps=steps, pilot_stop_reason=reason)
+        self.anchor_info = info
+        return ch[-1]                                       # walkers already in the bulk
+
+    def importance_pilot(self, start: np.ndarray) -> McmcResult | np.ndarray:
+        """A ``pilot_steps`` pilot, then guided importance sampling: the result when PSIS
+        accepts it, else the pilot's last walkers (the chain goes on from there)."""
+        import emcee
+
         from .importance import guided_importance
 
-        pilot, p_steps, p_reason = run_chain(start, 10**9, f"{kind}, pilot", seed + 2,
-                                             limit=pilot_steps)
+        pilot, p_steps, p_reason = self.run_chain(start, 10**9, f"{self.kind}, pilot",
+                                                  self.seed + 2, limit=self.pilot_steps)
         if p_reason == "interrupted":
             raise KeyboardInterrupt
         pch = pilot.get_chain()
-        pilot_x = pch[p_steps // 3:].reshape(-1, P)
-        gi = guided_importance(log_post, pilot_x, n_effective=n_effective,
-                               n_samples=n_samples, seed=seed + 3)
+        pilot_x = pch[p_steps // 3:].reshape(-1, self.P)
+        gi = guided_importance(self.log_post, pilot_x, n_effective=self.n_effective,
+                               n_samples=self.n_samples, seed=self.seed + 3)
+        if not gi["reliable"]:
+            return pch[-1]
         is_info = {k: v for k, v in gi.items() if k != "x"}
-        is_info.update(pilot_steps=p_steps, pilot_walkers=nw)
-        if gi["reliable"]:
-            samples = coords.to_theta(gi["x"])
-            is_warn = []
-            sub = gi["x"][:: max(1, len(gi["x"]) // 20000)]
+        is_info.update(pilot_steps=p_steps, pilot_walkers=self.nw)
+        samples = self.coords.to_theta(gi["x"])
+        is_warn = self._report_modes(gi["x"], always=True,
+                                     text="posterior, not reached by the sampler")
+        like, names = self.like, self.prior.names
+        seconds = time.perf_counter() - self.t0
+        diag = {"sampler": "emcee pilot + importance sampling (PSIS)",
+                "emcee_version": emcee.__version__, "forward_model": self.kind,
+                "statistic": like.kind, "likelihood_path": "expected counts",
+                "importance": is_info, "modes": self.modes, "n_walkers": self.nw,
+                "steps": p_steps, "burn_in": p_steps // 3, "stop_reason": "importance",
+                "effective_sample_size_min": gi["ess"], "n_samples": int(len(samples)),
+                **self._timing(seconds, gi["ess"]), "map": self._map(), "seed": int(self.seed),
+                "warnings": is_warn}
+        return McmcResult(samples=samples, names=list(names), diagnostics=diag,
+                          log_prob=np.full(len(samples), np.nan), forward=like.forward)
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def _map(self) -> dict[str, float]:
+        theta_map = self.coords.to_theta(self.x_map[None])[0]
+        return dict(zip(self.prior.names, map(float, theta_map), strict=True))
+
+    def _timing(self, seconds: float, ess_min: float) -> dict[str, float]:
+        like = self.like
+        return {"likelihood_calls": like.n_calls, "likelihood_spectra": like.n_spectra,
+                "likelihood_seconds": like.seconds,
+                "seconds_per_likelihood": like.seconds / max(1, like.n_spectra),
+                "seconds": seconds, "seconds_per_1000_effective": seconds * 1000.0 / max(ess_min, 1e-9)}
+
+    def _report_modes(self, draws: np.ndarray, always: bool, text: str) -> list[str]:
+        """Mark the other optima the draws (sampling coordinates) visited; convert them to θ
+        for the report; a warning for each unvisited one within 3 in log posterior."""
+        warn = []
+        if always or (self.modes and len(draws)):   # drop optima the draws visited (one ridge)
+            sub = draws[:: max(1, len(draws) // 20000)]
             sd = np.maximum(sub.std(0), 1e-12)
-            for m in modes:                 # optima the importance draws never reached
+            for m in self.modes:
                 m["visited"] = bool(np.min(np.linalg.norm((sub - m["x"]) / sd, axis=1)) < 1.0)
-                th = coords.to_theta(m.pop("x")[None])[0]
-                m["theta"] = dict(zip(prior.names, map(float, th), strict=True))
-                if m["delta_log_posterior"] < 3.0 and not m["visited"]:
-                    where = ", ".join(f"{n}={v:.4g}" for n, v in m["theta"].items())
-                    is_warn.append(f"another posterior mode at {where}, "
-                                   f"{m['delta_log_posterior']:.2f} below the best in log "
-                                   "posterior, not reached by the sampler")
-            seconds = time.perf_counter() - t0
-            theta_map = coords.to_theta(x_map[None])[0]
-            diag = {"sampler": "emcee pilot + importance sampling (PSIS)",
-                    "emcee_version": emcee.__version__, "forward_model": kind,
-                    "statistic": like.kind, "likelihood_path": "expected counts",
-                    "importance": is_info, "modes": modes, "n_walkers": nw,
-                    "steps": p_steps, "burn_in": p_steps // 3, "stop_reason": "importance",
-                    "effective_sample_size_min": gi["ess"], "n_samples": int(len(samples)),
-                    "likelihood_calls": like.n_calls, "likelihood_spectra": like.n_spectra,
-                    "likelihood_seconds": like.seconds,
-                    "seconds_per_likelihood": like.seconds / max(1, like.n_spectra),
-                    "seconds": seconds,
-                    "seconds_per_1000_effective": seconds * 1000.0 / max(gi["ess"], 1e-9),
-                    "map": dict(zip(prior.names, map(float, theta_map), strict=True)),
-                    "seed": int(seed), "warnings": is_warn}
-            return McmcResult(samples=samples, names=list(prior.names), diagnostics=diag,
-                              log_prob=np.full(len(samples), np.nan), forward=like.forward)
-        start = pch[-1]
-        anchor_info = None
-    sampler, steps, reason = run_chain(start, n_effective,
-                                       "emulator, anchored" if anchor_info else kind, seed)
-    chain_x = sampler.get_chain()
-    lp_chain = sampler.get_log_prob()
-    tau = _tau(chain_x[steps // 3:])
-    tmax = float(np.nanmax(tau)) if np.isfinite(tau).any() else float(steps)
-    burn = min(int(math.ceil(burn_tau * tmax)), steps // 2)
-    post = chain_x[burn:]
-    post_lp = lp_chain[burn:]
-    acc = sampler.acceptance_fraction
-    ess = nw * post.shape[0] / tau
-    flat = post.reshape(-1, P)
-    flat_lp = post_lp.reshape(-1)
-    warn: list[str] = []
-    if steps < min_tau_multiple * tmax:
-        warn.append(f"chain too short: {steps} steps < {min_tau_multiple:g} autocorrelation times "
-                    f"({min_tau_multiple:g} x {tmax:.0f}); the autocorrelation time and the "
-                    "posterior may be unreliable (raise max_steps)")
-    if float(np.nanmin(ess)) < n_effective:
-        warn.append(f"effective sample size {np.nanmin(ess):.0f} < {n_effective} "
-                    "(raise max_steps)")
-    if not ACCEPT_RANGE[0] <= float(acc.mean()) <= ACCEPT_RANGE[1]:
-        warn.append(f"mean acceptance fraction {acc.mean():.2f} outside "
-                    f"[{ACCEPT_RANGE[0]}, {ACCEPT_RANGE[1]}]")
-    if modes and len(flat):                 # drop optima the chain visited (one curved ridge)
-        sub = flat[:: max(1, len(flat) // 20000)]
-        sd = np.maximum(sub.std(0), 1e-12)
-        for m in modes:
-            m["visited"] = bool(np.min(np.linalg.norm((sub - m["x"]) / sd, axis=1)) < 1.0)
-    for m in modes:                         # sampling coordinates -> θ for the report
-        th = coords.to_theta(m.pop("x")[None])[0]
-        m["theta"] = dict(zip(prior.names, map(float, th), strict=True))
-        if m["delta_log_posterior"] < 3.0 and not m.get("visited"):
-            where = ", ".join(f"{n}={v:.4g}" for n, v in m["theta"].items())
-            warn.append(f"another posterior mode at {where}, {m['delta_log_posterior']:.2f} below the "
-                        "best in log posterior: the chain explores the best mode only (compare fits "
-                        "started there with init=)")
-    stuck = int((acc < 0.25 * np.median(acc)).sum())
-    if stuck:
-        warn.append(f"{stuck} walker(s) with acceptance below a quarter of the median (stuck in "
-                    "a low-probability region?)")
-    if flat.shape[0] >= n_samples:
-        pick = np.sort(rng.choice(flat.shape[0], n_samples, replace=False))
-    else:
-        warn.append(f"the chain after burn-in holds {flat.shape[0]} draws < n_samples "
-                    f"{n_samples}; returning them all")
-        pick = np.arange(flat.shape[0])
-    for w in warn:
-        warnings.warn(f"emcee: {w}", RuntimeWarning, stacklevel=2)
-    seconds = time.perf_counter() - t0
-    theta_map = coords.to_theta(x_map[None])[0]
-    diag: dict[str, Any] = {
-        "sampler": "emcee.EnsembleSampler", "emcee_version": emcee.__version__,
-        "forward_model": kind, "statistic": like.kind,
-        "likelihood_path": ("emulator C-stat (fastlike)" if like.fast is not None else
-                            "anchored emulator" if anchor_info else "expected counts"),
-        "anchor": anchor_info, "modes": modes, "n_walkers": nw, "steps": steps,
-        "burn_in": burn, "stop_reason": reason,
-        "autocorr_time": dict(zip(prior.names, map(float, tau), strict=True)),
-        "autocorr_time_max": tmax,
-        "effective_sample_size": dict(zip(prior.names, map(float, ess), strict=True)),
-        "effective_sample_size_min": float(np.nanmin(ess)),
-        "acceptance_fraction_mean": float(acc.mean()), "acceptance_fraction_min": float(acc.min()),
-        "n_samples": int(len(pick)), "n_chain_draws": int(flat.shape[0]),
-        "likelihood_calls": like.n_calls, "likelihood_spectra": like.n_spectra,
-        "likelihood_seconds": like.seconds,
-        "seconds_per_likelihood": like.seconds / max(1, like.n_spectra),
-        "seconds": seconds, "seconds_per_1000_effective":
-            seconds * 1000.0 / max(float(np.nanmin(ess)), 1e-9),
-        "map": dict(zip(prior.names, map(float, theta_map), strict=True)),
-        "map_stat": float(-2.0 * np.max(lp_chain)) if lp_chain.size else None,
-        "seed": int(seed), "warnings": warn,
-    }
-    samples = coords.to_theta(flat[pick])
-    return McmcResult(samples=samples, names=list(prior.names), diagnostics=diag,
-                      log_prob=flat_lp[pick],
-                      chain=coords.to_theta(chain_x) if keep_chain else None,
-                      forward=like.forward,
-                      chain_log_prob=lp_chain if keep_chain else None)
+        for m in self.modes:                    # sampling coordinates -> θ for the report
+            th = self.coords.to_theta(m.pop("x")[None])[0]
+            m["theta"] = dict(zip(self.prior.names, map(float, th), strict=True))
+            if m["delta_log_posterior"] < 3.0 and not m.get("visited"):
+                where = ", ".join(f"{n}={v:.4g}" for n, v in m["theta"].items())
+                warn.append(f"another posterior mode at {where}, "
+                            f"{m['delta_log_posterior']:.2f} below the best in log {text}")
+        return warn
+
+    def chain_warnings(self, steps: int, tmax: float, ess: np.ndarray, acc: np.ndarray) -> list[str]:
+        """Too short a chain, too few effective samples, acceptance off range."""
+        warn = []
+        mult = self.min_tau_multiple
+        if steps < mult * tmax:
+            warn.append(f"chain too short: {steps} steps < {mult:g} autocorrelation times "
+                        f"({mult:g} x {tmax:.0f}); the autocorrelation time and the "
+                        "posterior may be unreliable (raise max_steps)")
+        if float(np.nanmin(ess)) < self.n_effective:
+            warn.append(f"effective sample size {np.nanmin(ess):.0f} < {self.n_effective} "
+                        "(raise max_steps)")
+        if not ACCEPT_RANGE[0] <= float(acc.mean()) <= ACCEPT_RANGE[1]:
+            warn.append(f"mean acceptance fraction {acc.mean():.2f} outside "
+                        f"[{ACCEPT_RANGE[0]}, {ACCEPT_RANGE[1]}]")
+        return warn
+
+    def result(self, sampler, steps: int, reason: str) -> McmcResult:
+        """Burn-in, diagnostics, warnings and ``n_samples`` draws of the finished chain."""
+        import emcee
+
+        P, nw, names = self.P, self.nw, self.prior.names
+        chain_x = sampler.get_chain()
+        lp_chain = sampler.get_log_prob()
+        tau = _tau(chain_x[steps // 3:])
+        tmax = float(np.nanmax(tau)) if np.isfinite(tau).any() else float(steps)
+        burn = min(int(math.ceil(self.burn_tau * tmax)), steps // 2)
+        post = chain_x[burn:]
+        post_lp = lp_chain[burn:]
+        acc = sampler.acceptance_fraction
+        ess = nw * post.shape[0] / tau
+        flat = post.reshape(-1, P)
+        flat_lp = post_lp.reshape(-1)
+        warn = self.chain_warnings(steps, tmax, ess, acc)
+        warn += self._report_modes(flat, always=False, text=(
+            "posterior: the chain explores the best mode only (compare fits started there "
+            "with init=)"))
+        stuck = int((acc < 0.25 * np.median(acc)).sum())
+        if stuck:
+            warn.append(f"{stuck} walker(s) with acceptance below a quarter of the median (stuck in "
+                        "a low-probability region?)")
+        if flat.shape[0] >= self.n_samples:
+            pick = np.sort(self.rng.choice(flat.shape[0], self.n_samples, replace=False))
+        else:
+            warn.append(f"the chain after burn-in holds {flat.shape[0]} draws < n_samples "
+                        f"{self.n_samples}; returning them all")
+            pick = np.arange(flat.shape[0])
+        for w in warn:
+            warnings.warn(f"emcee: {w}", RuntimeWarning, stacklevel=3)
+        seconds = time.perf_counter() - self.t0
+        like = self.like
+        diag: dict[str, Any] = {
+            "sampler": "emcee.EnsembleSampler", "emcee_version": emcee.__version__,
+            "forward_model": self.kind, "statistic": like.kind,
+            "likelihood_path": ("emulator C-stat (fastlike)" if like.fast is not None else
+                                "anchored emulator" if self.anchor_info else "expected counts"),
+            "anchor": self.anchor_info, "modes": self.modes, "n_walkers": nw, "steps": steps,
+            "burn_in": burn, "stop_reason": reason,
+            "autocorr_time": dict(zip(names, map(float, tau), strict=True)),
+            "autocorr_time_max": tmax,
+            "effective_sample_size": dict(zip(names, map(float, ess), strict=True)),
+            "effective_sample_size_min": float(np.nanmin(ess)),
+            "acceptance_fraction_mean": float(acc.mean()), "acceptance_fraction_min": float(acc.min()),
+            "n_samples": int(len(pick)), "n_chain_draws": int(flat.shape[0]),
+            **self._timing(seconds, float(np.nanmin(ess))),
+            "map": self._map(),
+            "map_stat": float(-2.0 * np.max(lp_chain)) if lp_chain.size else None,
+            "seed": int(self.seed), "warnings": warn,
+        }
+        samples = self.coords.to_theta(flat[pick])
+        return McmcResult(samples=samples, names=list(names), diagnostics=diag,
+                          log_prob=flat_lp[pick],
+                          chain=self.coords.to_theta(chain_x) if self.keep_chain else None,
+                          forward=like.forward,
+                          chain_log_prob=lp_chain if self.keep_chain else None)
+
+    # -- the whole run -----------------------------------------------------------------------------
+    def run(self) -> McmcResult:
+        """Start, optional pilot (anchor or importance), main chain, result."""
+        import emcee
+
+        start = self.find_start()
+        if self.moves is None:      # differential evolution: ~half the autocorrelation time of
+            self.moves = [(emcee.moves.DEMove(), 0.8),       # emcee's default stretch move
+                          (emcee.moves.DESnookerMove(), 0.2)]
+        if self.anchor is not None and self.kind == "emulator":
+            start = self.anchor_pilot(start)
+        if self.importance and self.anchor is None:
+            out = self.importance_pilot(start)
+            if isinstance(out, McmcResult):
+                return out
+            start = out
+            self.anchor_info = None
+        label = "emulator, anchored" if self.anchor_info else self.kind
+        return self.result(*self.run_chain(start, self.n_effective, label, self.seed))
 
 
 def _distinct_starts(cand: np.ndarray, lp: np.ndarray, width: np.ndarray, n: int) -> list:
@@ -726,4 +799,4 @@ def fit_spectrum_emcee(spectrum: str | os.PathLike, emulator: str | os.PathLike 
     return res
 
 
-__all__ = ["McmcResult", "Likelihood", "FastWStat", "sample_emcee", "fit_spectrum_emcee", "synthetic_spectrum"]
+__all__ = ["McmcResult", "Likelihood", "FastWStat", "EmceeSampler", "sample_emcee", "fit_spectrum_emcee", "synthetic_spectrum"]

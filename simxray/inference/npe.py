@@ -247,6 +247,17 @@ def _fingerprint(settings: dict, data_sha: str) -> str:
     return hashlib.sha256(json.dumps([s, data_sha], sort_keys=True).encode()).hexdigest()
 
 
+def _state_sha(state: dict) -> str:
+    """sha256 of a state dict's tensors (the identity of a fine-tuning start)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def evaluate_loss(model: NPEModel, data: TrainingData, rows: tuple[int, int], device,
                   batch_size: int = 1024) -> float:
     """Mean negative log posterior density over rows (stored noisy counts)."""
@@ -296,10 +307,13 @@ def reference_statistics(model: NPEModel, data: TrainingData, device, n: int = 4
 
 def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
           overwrite: bool = False, quiet: bool = False, device: str | None = None,
-          log=print, keep_checkpoint: bool = False) -> dict:
+          log=print, keep_checkpoint: bool = False, init=None) -> dict:
     """Train an NPE posterior on a simulated dataset; write it to ``out_dir``.
 
-    Returns the training summary (also stored in ``config.json``).
+    ``init`` (an :class:`NPEModel` or a :class:`~simxray.inference.posterior.Posterior` of
+    the same architecture) starts from its weights and standardisations instead of fresh
+    ones: fine-tuning on another simulator.  Returns the training summary (also stored in
+    ``config.json``).
     """
     import copy
     import shutil
@@ -335,7 +349,9 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
     data = TrainingData(dataset, d_cfg["validation_fraction"], int(d_cfg["block_size"]),
                         float(d_cfg["cache_mb"]))
     data_sha = sha256(dataset)
-    fp = _fingerprint(settings, data_sha)
+    init_net = getattr(init, "network", init)
+    fp = _fingerprint(settings, data_sha if init_net is None else
+                      data_sha + _state_sha(init_net.state_dict()))
     seed = int(t_cfg["seed"])
     torch.manual_seed(seed)
     low, high, logs = prior_scales(data.prior)
@@ -343,6 +359,8 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
     th0, x0 = data.sample_rows(5000)
     model.embedding.norm.fit(x0)
     model.theta_transform.fit(th0)
+    if init_net is not None:                 # fine-tuning: its weights and standardisations
+        model.load_state_dict(init_net.state_dict())
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=float(t_cfg["learning_rate"]),
                             weight_decay=float(t_cfg["weight_decay"]))
@@ -426,6 +444,7 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
         "best_epoch": state["best_epoch"], "best_val_loss": state["best_val"],
         "stop_reason": stop_reason, "seconds": round(state["seconds"], 1), "device": str(dev),
         "resample_noise": resample, "seed": seed, "validation_calibration": calib,
+        "fine_tuned": init_net is not None,
         "settings": copy.deepcopy(settings),
     }
     versions = {"simxray": __version__, "torch": torch.__version__, "zuko": zuko.__version__}
@@ -474,8 +493,10 @@ class NPE:
 
     ``prior`` is a :class:`~simxray.simulator.prior.Prior` (or anything ``Prior.from_dict``
     takes); ``append`` adds simulations θ (N, P) in the prior's varying parameters and
-    counts x (N, C) (several calls accumulate, as sbi's ``append_simulations``);
-    ``train`` runs the same trainer as ``simxray train`` (:func:`train`) and returns the
+    counts x (N, C) (several calls accumulate, as sbi's ``append_simulations``), optionally
+    with their expected counts μ (N, C) so that every epoch redraws the Poisson noise
+    (``data.resample_noise``); ``train`` runs the same trainer as ``simxray train``
+    (:func:`train`; ``init=`` fine-tunes a trained posterior) and returns the
     :class:`~simxray.inference.posterior.Posterior`.  ``setup`` optionally records what a
     fit must match (``model``, ``channels``, ``response`` identity, ``exposure``,
     ``frame_time``; e.g. ``FitProblem.identity()``), otherwise the posterior is a generic
@@ -497,13 +518,15 @@ class NPE:
         self.setup = dict(setup or {})
         self._theta: list[np.ndarray] = []
         self._x: list[np.ndarray] = []
+        self._mu: list[np.ndarray | None] = []
 
     @property
     def n_simulations(self) -> int:
         return int(sum(len(t) for t in self._theta))
 
-    def append(self, theta, x) -> NPE:
-        """Add simulations θ (N, P) and counts x (N, C); returns self."""
+    def append(self, theta, x, mu=None) -> NPE:
+        """Add simulations θ (N, P), counts x (N, C) and optionally their expected counts
+        μ (N, C) (given for every call or for none); returns self."""
         from ..errors import ParameterError
 
         t = np.atleast_2d(np.asarray(theta, dtype=np.float32))
@@ -516,14 +539,24 @@ class NPE:
                                  f"{self._x[0].shape[1]}", field="x")
         if not (np.all(np.isfinite(c)) and np.all(c >= 0)):
             raise ParameterError("x must be finite, non-negative counts", field="x")
+        m = None
+        if mu is not None:
+            m = np.atleast_2d(np.asarray(mu, dtype=np.float32))
+            if m.shape != c.shape or not (np.all(np.isfinite(m)) and np.all(m >= 0)):
+                raise ParameterError(f"expected mu of x's shape {c.shape}, finite and "
+                                     f"non-negative, got {m.shape}", field="mu")
+        if self._mu and (m is None) != (self._mu[0] is None):
+            raise ParameterError("give mu with every append or with none", field="mu")
         self._theta.append(t)
         self._x.append(c)
+        self._mu.append(m)
         return self
 
     def train(self, out_dir: str | os.PathLike, *, overwrite: bool = False,
-              quiet: bool = True, device: str | None = None):
+              quiet: bool = True, device: str | None = None, init=None):
         """Train on everything appended; write the posterior folder ``out_dir`` and return it
-        as a :class:`~simxray.inference.posterior.Posterior`."""
+        as a :class:`~simxray.inference.posterior.Posterior`.  ``init``: a posterior (or
+        :class:`NPEModel`) of the same architecture to fine-tune (:func:`train`)."""
         import json
         import tempfile
 
@@ -540,6 +573,8 @@ class NPE:
                 d = f.create_dataset("theta", data=theta)
                 d.attrs["names"] = list(self.prior.names)
                 f.create_dataset("counts", data=x)
+                if self._mu and self._mu[0] is not None:
+                    f.create_dataset("mu", data=np.concatenate(self._mu))
                 f.attrs["prior"] = json.dumps(self.prior.to_dict())
                 f.attrs["n_done"] = len(theta)
                 f.attrs["channels"] = [int(ch[0]), int(ch[1])]
@@ -549,5 +584,5 @@ class NPE:
                 f.attrs["response"] = json.dumps(resp)
                 f.attrs["config"] = json.dumps({"source": "simxray.inference.npe.NPE (arrays)"})
             train(path, self.settings, str(out_dir), overwrite=overwrite, quiet=quiet,
-                  device=device, log=(lambda *_: None) if quiet else print)
+                  device=device, log=(lambda *_: None) if quiet else print, init=init)
         return Posterior.load(out_dir, device=device)

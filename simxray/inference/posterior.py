@@ -47,6 +47,11 @@ class Posterior:
         return list(self._loaded.names)
 
     @property
+    def network(self):
+        """The trained :class:`~simxray.inference.npe_net.NPEModel` (embedding + flow)."""
+        return self._loaded.model
+
+    @property
     def prior(self):
         from ..simulator.prior import Prior
 

@@ -36,12 +36,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from ..compat import tomllib
 from ..errors import ConfigError, ParameterError, SimxrayError
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ DEFAULT_PRIORS: dict[str, dict] = {
     "factor": {"dist": "loguniform", "low": 1e-3, "high": 1.0},
     "linee": {"dist": "uniform", "low": 6.2, "high": 7.1},
     "sigma": {"dist": "loguniform", "low": 1e-3, "high": 1.0},
+    "logxi": {"dist": "uniform", "low": 0.0, "high": 4.7},
 }
 
 #: Default pileup prescription (Sherpa's jdpileup): α and f free as in Sherpa's pileup
@@ -127,16 +128,46 @@ def parse_param_spec(text: str, field: str = "--param") -> tuple[str, object]:
     return name, {"dist": dist, **dict(zip(keys, nums, strict=False))}
 
 
+def _frozen_by_default(model, q) -> bool:
+    """XSPEC's (and relxill's model file's) frozen default for parameter ``q`` of ``model``
+    (:func:`simxray.models.fit_defaults`): e.g. relxill's Index1/2, Rbr, Rin, Rout, z, Ecut."""
+    from ..models import fit_defaults
+
+    spec = next(c.spec for c in model.components if c.instance == q.component)
+    return fit_defaults(spec.name, q.parameter)[2]
+
+
 def read_prior_file(path: str | os.PathLike) -> dict[str, object]:
     """A prior TOML: ``NAME = spec`` lines (``pileup.alpha`` for pileup parameters), or the
-    ``[model.parameters]`` and ``[pileup]`` tables of a campaign file."""
+    ``[model.parameters]`` and ``[pileup]`` tables of a campaign file.  As in a campaign, a
+    parameter of the campaign's ``[model] expression`` that the file does not list is fixed
+    at its default, so the prior is the campaign's own."""
     from ..io.tomlfile import read_toml
 
     data = read_toml(Path(path), "a prior TOML file")
     out: dict[str, object] = {}
     model = data.pop("model", None)
     if isinstance(model, Mapping):
-        out.update(model.get("parameters", {}) or {})
+        listed = dict(model.get("parameters", {}) or {})
+        expr = model.get("expression")
+        if isinstance(expr, str):
+            from ..models import Model
+
+            try:
+                m = Model(expr)
+            except SimxrayError as exc:
+                raise ConfigError(str(exc).split(": ", 1)[-1], path=path,
+                                  field="model.expression") from None
+            given = set()
+            for k in listed:
+                try:
+                    given.add(m.lookup(k).name)
+                except SimxrayError:
+                    pass          # reported with its field when the prior is built
+            for q, short in zip(m.parameters, m.short_names, strict=True):
+                if q.name not in given:
+                    out[short] = float(q.parameter.default)
+        out.update(listed)
     pile = data.pop("pileup", None)
     if isinstance(pile, Mapping):
         for k, v in pile.items():
@@ -226,7 +257,7 @@ def build_prior(model, specs: Mapping[str, object], *, pileup: bool, obs=None,
             s = model_specs[q.name]
             fixed_centre[q.name] = _centre(s, q.parameter.default)
             continue
-        if q.parameter.frozen:
+        if _frozen_by_default(model, q):
             continue
         nm = q.parameter.name.lower()
         if nm == "norm":

@@ -8,6 +8,7 @@ what a user reaches for::
     res.summary()                 # print the table
     res.plot_corner("corner.png") # corner plot (linear axes; log=True for log10)
     res.plot_spectrum("spec.png") # data, posterior-predictive band, unpiled model, residuals
+    res.plot_unfolded("uf.png")   # E F_E: data unfolded through response + pileup vs model
     res.to_arviz()                # arviz.InferenceData: posterior per chain, sample_stats,
                                   # log_likelihood per channel, prior, observed_data, ...
     res.save("out/")              # samples.h5, posterior.nc, summary.json, plots
@@ -283,6 +284,42 @@ class FitResult:
                              model_unpiled=unpiled, background=bkg,
                              title=title or self.summary.get("title"), note=note)
 
+    def unfolded(self, *, n_draws: int = 100, seed: int = 0, units: str = "eeuf",
+                 min_counts: int = 15) -> dict[str, np.ndarray]:
+        """The unfolded spectrum's numbers (:func:`simxray.plots.unfolded_spectrum`):
+        grouped energies [keV], data and model in E·F_E [keV cm⁻² s⁻¹] (``units="eeuf"``)
+        or N(E) [photons cm⁻² s⁻¹ keV⁻¹] (``"uf"``), with and without pileup."""
+        from ..plots import unfolded_spectrum
+
+        return unfolded_spectrum(**self._unfolded_inputs(n_draws, seed), units=units,
+                                 min_counts=min_counts)
+
+    def _unfolded_inputs(self, n_draws: int, seed: int) -> dict:
+        if self.problem is None:
+            raise ValueError("this result has no fitting problem attached; nothing to unfold")
+        prob = self.problem
+        pred = self.predictive or predict(prob, self.samples, n_draws,
+                                          np.random.default_rng(seed))
+        e_lo = prob.obs.e_min[prob.slice][prob.inner]
+        e_hi = prob.obs.e_max[prob.slice][prob.inner]
+        return {"e_lo": e_lo, "e_hi": e_hi, "counts": prob.x,
+                "source_flux": channel_flux(prob, pred["theta"], e_lo, e_hi),
+                "model": pred["mu"], "model_unpiled": pred.get("mu_unpiled"),
+                "background": pred.get("background")}
+
+    def plot_unfolded(self, path: str | os.PathLike = "unfolded.png", *, n_draws: int = 100,
+                      seed: int = 0, units: str = "eeuf", title: str | None = None) -> Path:
+        """Unfolded spectrum (E·F_E, or photons cm⁻² s⁻¹ keV⁻¹ with ``units="uf"``): the
+        data unfolded through the response and pileup against the source model, the same
+        source as pileup distorts it, and data/model (:func:`simxray.plots.unfolded_plot`)."""
+        from ..plots import unfolded_plot
+
+        pf = self.summary.get("pileup_fraction")
+        note = (f"pileup fraction {pf['median']:.1%} [{pf['ci90'][0]:.1%}, {pf['ci90'][1]:.1%}]"
+                " (90%)") if pf else None
+        return unfolded_plot(**self._unfolded_inputs(n_draws, seed), path=path, units=units,
+                             title=title or self.summary.get("title"), note=note)
+
     # -- ArviZ -----------------------------------------------------------------------
     def _chain_view(self, max_draws: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(chain, draw, P) samples and (chain, draw) log posterior, thinned to at most
@@ -362,8 +399,8 @@ class FitResult:
     # -- saving ----------------------------------------------------------------------
     def save(self, out: str | os.PathLike, *, overwrite: bool = False, plots: bool = True,
              inputs=()) -> dict[str, str]:
-        """Write samples.h5, posterior.nc, summary.json, corner.png and spectrum.png into
-        the folder ``out`` atomically (an earlier folder is replaced only with
+        """Write samples.h5, posterior.nc, summary.json, corner.png, spectrum.png and
+        unfolded.png into the folder ``out`` atomically (an earlier folder is replaced only with
         ``overwrite``)."""
         from ..io.outputs import atomic_dir
 
@@ -399,6 +436,7 @@ class FitResult:
             files["corner"] = str(self.plot_corner(d / "corner.png"))
             if self.problem is not None:
                 files["spectrum"] = str(self.plot_spectrum(d / "spectrum.png"))
+                files["unfolded"] = str(self.plot_unfolded(d / "unfolded.png"))
         from ..io.modeldir import write_json
 
         write_json(d / "summary.json", {k: v for k, v in self.summary.items()
@@ -408,6 +446,28 @@ class FitResult:
 
 
 # -- posterior predictive --------------------------------------------------------------------
+
+def channel_flux(problem, theta: np.ndarray, e_lo: np.ndarray, e_hi: np.ndarray,
+                 sub: int = 8) -> np.ndarray:
+    """The source model's mean photon flux density [photons cm⁻² s⁻¹ keV⁻¹] over each
+    channel's nominal energy range [e_lo, e_hi] keV (C,), for draws theta (K, P): (K, C).
+    The model is integrated on the channel boundaries subdivided ``sub`` times."""
+    nodes = np.unique(np.concatenate([e_lo, e_hi]))
+    fine = np.concatenate([np.linspace(a, b, sub + 1)[:-1] for a, b in
+                           zip(nodes[:-1], nodes[1:], strict=True)] + [nodes[-1:]])
+    sim = problem.simulator
+    parts = []
+    for a in range(0, len(theta), sim.batch_size):
+        mp, _ = sim.split(theta[a:a + sim.batch_size])
+        f = np.atleast_2d(problem.model.evaluate(fine, mp))
+        cum = np.concatenate([np.zeros((len(f), 1)), np.cumsum(f, axis=1)], axis=1)
+        i0 = np.searchsorted(fine, e_lo)
+        i1 = np.searchsorted(fine, e_hi)
+        width = np.maximum(np.asarray(e_hi, float) - np.asarray(e_lo, float), 1e-12)
+        parts.append((cum[:, i1] - cum[:, i0]) / width)
+    return np.concatenate(parts)
+
+
 
 def predict(problem, samples: np.ndarray, n_draws: int, rng: np.random.Generator) -> dict:
     """Expected counts (K, C) with and without pileup, pileup fractions and Poisson replicas
@@ -457,4 +517,4 @@ def predictive_check(problem, pred: dict, rng: np.random.Generator) -> dict:
 
 
 __all__ = ["FitResult", "FitSummary", "format_summary", "summarise", "flux_summary",
-           "model_fluxes", "predict", "predictive_check", "var_name", "DEFAULT_BANDS"]
+           "model_fluxes", "channel_flux", "predict", "predictive_check", "var_name", "DEFAULT_BANDS"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
+from ..compat import tomllib
 from ..errors import ConfigError
 
 

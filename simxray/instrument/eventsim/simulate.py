@@ -10,13 +10,24 @@ migrated grade: that is pileup, with no free parameter like Davis' alpha.
 
 Defaults (documented approximations):
 
-* frame time 3.24104 s (3.2 s exposure + 41.04 ms transfer); photons arriving
-  during the transfer (the read-out streak) are ignored;
-* PSF: on-axis Chandra HRMA + ACIS; a circular Gaussian with sigma 0.36 arcsec
-  (50 % encircled-energy radius 0.42 arcsec, the on-axis value near 1.5 keV),
-  or a King profile (1 + (r/r_c)^2)^-beta with r_c 0.35 arcsec, beta 1.5;
-  pixel 0.492 arcsec; the source centroid falls at a random sub-pixel phase
-  each frame (dither);
+* frame time 3.24104 s (3.2 s exposure + 41.04 ms transfer); each frame receives
+  Poisson(rate x frame_time) photons, timed within its exposed part (for the dither);
+  the read-out streak is not simulated;
+* PSF (``psf``): ``"chandra"`` (default), the on-axis HRMA PSF with energy-dependent
+  encircled energy from published calibration (:mod:`.psf`: a King profile through the
+  50 % and 90 % radii at 1.49 and 6.4 keV); ``"gaussian"``, a circular Gaussian with
+  sigma 0.36 arcsec (50 % radius 0.42 arcsec at every energy); ``"king"``, one King
+  profile (1 + (r/r_c)^2)^-beta with r_c 0.35 arcsec, beta 1.5; ``"delta"``.  Pixel
+  0.492 arcsec;
+* dither: the ACIS Lissajous pattern (amplitude 8 arcsec, periods 1000 s and 707.1 s,
+  random phases); each photon sits at the pointing of its arrival time, so the
+  sub-pixel phase of the source changes from frame to frame and the source drifts by
+  at most 0.28 arcsec within a 3.2 s frame.  ``dither_amplitude_arcsec=0`` gives the
+  older model: a random sub-pixel phase per frame, fixed within the frame;
+* grading (``grading``): ``"cloud"`` (default) is the charge-cloud model below;
+  ``"marx"`` follows MARX's ``marxpileup`` convention (each photon's charge in its own
+  pixel, 3x3 islands around local maxima, every single photon a good event, an island
+  of n >= 2 photons kept with probability alpha^(n-1); see docs/eventsim.md);
 * charge cloud: Gaussian, sigma 0.1 pixel (FI CCD, ~2.4 microns on 24 micron
   pixels; gives ~50 % grade 0, ~20 % grade 2, ~10 % each grades 3, 4 and ~7 % grade 6
   at low rates, as seen for FI chips), optionally growing with energy;
@@ -31,7 +42,9 @@ Defaults (documented approximations):
   the folded model (benchmarks/bench_eventsim.py, ``low_rate_chi2_p``).
 
 Everything is vectorised over photons and frames; only frames with at least one
-photon are processed.
+photon are processed.  Photons that the PSF wings put more than ``grid_px/2 - 2``
+pixels from the source are read out as isolated single photons (the surface density
+there is far too low for them to pile up).
 """
 
 from __future__ import annotations
@@ -44,6 +57,16 @@ from scipy.special import ndtr
 
 from ...errors import ParameterError
 from .grades import ASCA_GRADE, BITS, GOOD_GRADES, PH_MASK
+from .psf import (
+    DITHER_AMPLITUDE_ARCSEC,
+    DITHER_PERIODS_S,
+    chandra_king,
+    dither_offsets,
+    sample_king,
+)
+
+PSFS = ("chandra", "gaussian", "king", "delta")
+GRADINGS = ("cloud", "marx")
 
 
 @dataclass
@@ -51,8 +74,9 @@ class EventSimConfig:
     """Detector and PSF settings of the event-level simulator (units in names)."""
 
     frame_time: float = 3.24104
+    transfer_time: float = 0.04104  # s of each frame spent in transfer (photon times avoid it; dither only)
     pixel_arcsec: float = 0.492
-    psf: str = "gaussian"
+    psf: str = "chandra"
     psf_sigma_arcsec: float = 0.36
     king_rc_arcsec: float = 0.35
     king_beta: float = 1.5
@@ -65,22 +89,38 @@ class EventSimConfig:
     frames_per_chunk: int = 2048
     good_grades: tuple[int, ...] = GOOD_GRADES
     pha_sum: str = "island"  # "island": whole 3x3 charge; "asca": pixels above split threshold
+    dither_amplitude_arcsec: float = DITHER_AMPLITUDE_ARCSEC
+    dither_period_y_s: float = DITHER_PERIODS_S[0]
+    dither_period_z_s: float = DITHER_PERIODS_S[1]
+    grading: str = "cloud"  # "cloud": charge clouds and ASCA grades; "marx": marxpileup's alpha rule
+    marx_alpha: float = 0.5  # grade-migration parameter of grading="marx"
 
     def validate(self) -> None:
         checks = {
             "frame_time": self.frame_time > 0,
             "pixel_arcsec": self.pixel_arcsec > 0,
-            "psf": self.psf in ("gaussian", "king", "delta"),
+            "transfer_time": self.transfer_time >= 0,
+            "psf": self.psf in PSFS,
             "psf_sigma_arcsec": self.psf_sigma_arcsec >= 0,
             "king_beta": self.king_beta > 1.0,
             "cloud_sigma_px": self.cloud_sigma_px > 0,
             "split_threshold_kev": 0 < self.split_threshold_kev <= self.event_threshold_kev,
             "grid_px": self.grid_px >= 8,
             "pha_sum": self.pha_sum in ("island", "asca"),
+            "dither_amplitude_arcsec": self.dither_amplitude_arcsec >= 0,
+            "dither_period_y_s": self.dither_period_y_s > 0,
+            "dither_period_z_s": self.dither_period_z_s > 0,
+            "grading": self.grading in GRADINGS,
+            "marx_alpha": 0 < self.marx_alpha <= 1,
         }
+        expect = {"psf": f"; expected one of {', '.join(PSFS)}",
+                  "grading": f"; expected one of {', '.join(GRADINGS)}",
+                  "marx_alpha": "; expected 0 < alpha <= 1",
+                  "transfer_time": "; expected a non-negative time in s"}
         for name, ok in checks.items():
             if not ok:
-                raise ParameterError(f"invalid value {getattr(self, name)!r}", field=f"eventsim.{name}")
+                raise ParameterError(f"invalid value {getattr(self, name)!r}{expect.get(name, '')}",
+                                     field=f"eventsim.{name}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,6 +169,13 @@ class EventList:
         g = self.good
         return float(np.mean(self.npile[g] >= 2)) if g.any() else 0.0
 
+    def kept_fraction(self) -> float:
+        """Incident photons that end up in good-grade events (sum of their NPILE) over all photons.
+
+        A photon that lies in two overlapping islands is counted in both, as in marxpileup.
+        """
+        return float(self.npile[self.good].sum()) / max(self.n_photons, 1)
+
     def loss_fraction(self) -> float:
         """1 - (good events / incident photons): flux lost to grade migration and merging."""
         return 1.0 - float(self.good.sum()) / max(self.n_photons, 1)
@@ -138,11 +185,16 @@ class EventList:
         return float(self.good.sum() / max(self.n_frames, 1))
 
 
-def _psf_offsets(n: int, cfg: EventSimConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Photon offsets from the PSF centre, in pixels."""
+def _psf_offsets(n: int, cfg: EventSimConfig, rng: np.random.Generator,
+                 energy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Photon offsets from the PSF centre, in pixels (energy in keV, used by the Chandra PSF)."""
     scale = 1.0 / cfg.pixel_arcsec
     if cfg.psf == "delta":
         return np.zeros(n), np.zeros(n)
+    if cfg.psf == "chandra":
+        rc, beta = chandra_king(np.full(n, 1.49) if energy is None else energy)
+        dx, dy = sample_king(rc * scale, beta, rng)
+        return dx, dy
     if cfg.psf == "gaussian":
         s = cfg.psf_sigma_arcsec * scale
         return rng.normal(0, s, n), rng.normal(0, s, n)
@@ -217,26 +269,45 @@ def simulate_events(
     c0 = G // 2
     chunks = []
     busy = np.flatnonzero(n_per_frame)
-    offs = np.concatenate([[0], np.cumsum(n_per_frame[busy])])
     # photons of all busy frames, in frame order
     frame_of_photon = np.repeat(busy, n_per_frame[busy])
     ebin = rng.choice(rate.size, size=n_photons, p=probs)
     energy = edges[ebin] + rng.random(n_photons) * (edges[ebin + 1] - edges[ebin])
-    # random sub-pixel centroid per frame (dither), then PSF scatter
-    phase = rng.random((n_frames, 2))
-    dx, dy = _psf_offsets(n_photons, cfg, rng)
-    px = c0 + phase[frame_of_photon, 0] + dx
-    py = c0 + phase[frame_of_photon, 1] + dy
+    sx, sy = _source_position(frame_of_photon, n_frames, cfg, rng)
+    dx, dy = _psf_offsets(n_photons, cfg, rng, energy)
+    px, py = c0 + sx + dx, c0 + sy + dy
+    # wing photons far from the source: read out alone (no pileup), in a frame of their own
+    far = (px < 2) | (px >= G - 2) | (py < 2) | (py >= G - 2)
+    true_x, true_y = np.floor(px[far]).astype(np.int64), np.floor(py[far]).astype(np.int64)
+    far_frames = frame_of_photon[far]
+    px[far], py[far] = c0 + px[far] % 1.0, c0 + py[far] % 1.0
+    near = ~far
+    frame_near = frame_of_photon[near]
+    busy_near, per_frame = np.unique(frame_near, return_counts=True)
+    offs = np.concatenate([[0], np.cumsum(per_frame)])
+    pxn, pyn, en = px[near], py[near], energy[near]
 
     k = np.arange(-1, 2)
-    for s in range(0, busy.size, cfg.frames_per_chunk):
-        fr = busy[s:s + cfg.frames_per_chunk]
-        a, b = offs[s], offs[min(s + cfg.frames_per_chunk, busy.size)]
-        local_frame = np.repeat(np.arange(fr.size), n_per_frame[fr])
-        chunks.append(_process_chunk(fr, local_frame, px[a:b], py[a:b], energy[a:b], cfg, rng, k, G))
+    process = _process_chunk_marx if cfg.grading == "marx" else _process_chunk
+    for s in range(0, busy_near.size, cfg.frames_per_chunk):
+        fr = busy_near[s:s + cfg.frames_per_chunk]
+        a, b = offs[s], offs[min(s + cfg.frames_per_chunk, busy_near.size)]
+        local_frame = np.repeat(np.arange(fr.size), per_frame[s:s + cfg.frames_per_chunk])
+        chunks.append(process(fr, local_frame, pxn[a:b], pyn[a:b], en[a:b], cfg, rng, k, G))
+    ef = energy[far]
+    for s in range(0, far_frames.size, cfg.frames_per_chunk):
+        sl = slice(s, s + cfg.frames_per_chunk)
+        n_sl = far_frames[sl].size
+        c = process(far_frames[sl], np.arange(n_sl), px[far][sl], py[far][sl], ef[sl], cfg, rng, k, G)
+        # back to the photons' true pixels (each far frame holds one photon, local frame index = photon)
+        c["x"] = c["x"] - c0 + true_x[sl][c["local"]]
+        c["y"] = c["y"] - c0 + true_y[sl][c["local"]]
+        chunks.append(c)
 
     ev = {key: np.concatenate([c[key] for c in chunks]) if chunks else np.zeros(0)
           for key in ("frame", "x", "y", "pha", "flt", "npile")}
+    order = np.argsort(ev["frame"], kind="stable")
+    ev = {key: v[order] for key, v in ev.items()}
     frames = ev["frame"].astype(np.int64)
     pha = ev["pha"].astype(float)
     ch = _draw_channels(pha, edges, cdf, rng)
@@ -307,4 +378,85 @@ def _process_chunk(frames, local_frame, px, py, energy, cfg, rng, k, G) -> dict:
         mask = PH_MASK[code]
         bits = np.array(list(BITS.keys()))
         pha = centre + (outer * ((mask[:, None] & bits[None, :]) > 0)).sum(axis=1)
-    return {"frame": frames[f_idx], "x": x_idx, "y": y_idx, "pha": pha, "flt": code, "npile": npile}
+    return {"frame": frames[f_idx], "x": x_idx, "y": y_idx, "pha": pha, "flt": code, "npile": npile,
+            "local": f_idx}
+
+
+def _source_position(frame_of_photon: np.ndarray, n_frames: int, cfg: EventSimConfig,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Source centroid (pixels, relative to the grid centre) when each photon arrives.
+
+    With dither: the Lissajous pointing at the photon's arrival time (uniform over the
+    frame's exposed part), less the whole-pixel shift of its frame's start, so that the
+    source stays near the grid centre while its sub-pixel phase follows the dither.
+    Without: one random sub-pixel phase per frame.
+    """
+    if cfg.dither_amplitude_arcsec == 0:
+        phase = rng.random((n_frames, 2))
+        return phase[frame_of_photon, 0], phase[frame_of_photon, 1]
+    # exposed part of the frame (a transfer time as long as the frame, e.g. continuous clocking: all of it)
+    live = cfg.frame_time - cfg.transfer_time if cfg.transfer_time < cfg.frame_time else cfg.frame_time
+    t0 = frame_of_photon * cfg.frame_time
+    t = t0 + rng.random(frame_of_photon.size) * live
+    periods = (cfg.dither_period_y_s, cfg.dither_period_z_s)
+    phases = tuple(rng.random(2) * 2 * np.pi)
+    origin = rng.random(2)
+    y, z = dither_offsets(t, cfg.dither_amplitude_arcsec, periods, phases)
+    y0, z0 = dither_offsets(t0, cfg.dither_amplitude_arcsec, periods, phases)
+    y, z = y / cfg.pixel_arcsec + origin[0], z / cfg.pixel_arcsec + origin[1]
+    y0, z0 = y0 / cfg.pixel_arcsec + origin[0], z0 / cfg.pixel_arcsec + origin[1]
+    return y - np.floor(y0), z - np.floor(z0)
+
+
+def _local_max(img: np.ndarray, G: int) -> np.ndarray:
+    """Interior pixels (F, G-2, G-2) that are the maximum of their 3x3 neighbourhood.
+
+    Ties are broken as in marxpileup: the centre must exceed the row below (y-1) and its
+    right neighbour, and at least equal its left neighbour and the row above.
+    """
+    core = img[:, 1:-1, 1:-1]
+    ok = np.ones(core.shape, dtype=bool)
+    for dy_, dx_ in BITS.values():
+        nb = img[:, 1 + dy_:G - 1 + dy_, 1 + dx_:G - 1 + dx_]
+        strict = dy_ < 0 or (dy_ == 0 and dx_ > 0)
+        ok &= (core > nb) if strict else (core >= nb)
+    return ok
+
+
+def _box3(img: np.ndarray, G: int) -> np.ndarray:
+    """3x3 sums over the interior pixels (F, G-2, G-2)."""
+    out = np.zeros((img.shape[0], G - 2, G - 2), dtype=img.dtype)
+    for dy_ in (-1, 0, 1):
+        for dx_ in (-1, 0, 1):
+            out += img[:, 1 + dy_:G - 1 + dy_, 1 + dx_:G - 1 + dx_]
+    return out
+
+
+def _process_chunk_marx(frames, local_frame, px, py, energy, cfg, rng, k, G) -> dict:
+    """marxpileup's event detection for a chunk of frames (grading="marx").
+
+    Each photon's energy goes into its own pixel (photons sharing a pixel merge).  An
+    occupied pixel is an event centre when both its energy and its 3x3 island energy are
+    local maxima (island energies of empty pixels count as 0); the event has the island's
+    summed energy and photon count n.  Single photons are always good (ASCA grade 0); an
+    island of n >= 2 photons stays good with probability alpha^(n-1) and otherwise is
+    kept as a grade-7 (rejected) event.  No charge spreading, thresholds or read noise.
+    """
+    F = frames.size
+    ix, iy = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
+    flat = (local_frame * G + iy) * G + ix
+    img = np.bincount(flat, weights=energy, minlength=F * G * G).reshape(F, G, G)
+    owner = np.bincount(flat, minlength=F * G * G).reshape(F, G, G)
+    occupied = owner[:, 1:-1, 1:-1] > 0
+    island_e = _box3(img, G) * occupied
+    island_n = _box3(owner, G)
+    island_img = np.zeros_like(img)
+    island_img[:, 1:-1, 1:-1] = island_e
+    is_event = occupied & _local_max(img, G) & _local_max(island_img, G)
+    f_idx, y_idx, x_idx = np.nonzero(is_event)
+    n = island_n[f_idx, y_idx, x_idx].astype(np.int64)
+    pha = island_e[f_idx, y_idx, x_idx]
+    keep = rng.random(n.size) < cfg.marx_alpha ** (n - 1).astype(float)
+    code = np.where(keep, 0, 255)
+    return {"frame": frames[f_idx], "x": x_idx + 1, "y": y_idx + 1, "pha": pha, "flt": code, "npile": n,
+            "local": f_idx}

@@ -1,0 +1,126 @@
+"""Train the bright-source relxill posterior and emulator (issue 15; seeded, resumable).
+
+    python training/train_relxill_bright.py [--work DIR] [--n 40000] [--seed 1]
+                                            [--only posterior|emulator]
+
+Ships simxray/data/posterior_relxill_bright and simxray/data/emulator_relxill_bright.
+Both belong to ``simulations/acis_relxill_bright.toml``: ACIS-S3 1/8 subarray (0.44104 s
+frames), 100 ks, the embedded ACIS-S response, tbabs*relxill with Davis (2001) pileup.
+Steps (each is skipped or resumed when the script is rerun with the same arguments):
+
+1. ``simxray simulate simulations/acis_relxill_bright.toml --n N --seed SEED``
+   -> WORK/sims.h5 (one writer at a time: run it before two ``--only`` jobs in parallel);
+2. posterior: ``simxray train`` with ``training/npe_relxill_bright.toml`` (its epoch and
+   time budget; ``--resume`` from the checkpoint after an interruption), then
+   ``simxray validate`` on ``--validate-n`` fresh simulations with seed SEED + 1000 (a seed
+   no training step uses): SBC ranks, coverage of central intervals, TARP, R^2.  Shipped
+   only when every parameter's maximum coverage error is at most ``--max-coverage-error``
+   (0.05) and the weights are at most 3 MB (``--ship-anyway`` skips the check);
+3. emulator: ``simxray train-emulator`` with ``training/emulator_relxill_bright.toml``
+   (every parameter -> log expected piled counts per channel), ``simxray
+   validate-emulator`` on ``--validate-n`` fresh prior draws (seed 12345), shipped with
+   its validation.json.
+
+Every step runs the ``simxray`` command line under ``nice`` with one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from _common import REPO, base_parser, coverage_and_size, ship, simxray
+
+SIM_CONFIG = REPO / "simulations" / "acis_relxill_bright.toml"
+NPE_CONFIG = REPO / "training" / "npe_relxill_bright.toml"
+EMU_CONFIG = REPO / "training" / "emulator_relxill_bright.toml"
+POST_OUT = REPO / "simxray" / "data" / "posterior_relxill_bright"
+EMU_OUT = REPO / "simxray" / "data" / "emulator_relxill_bright"
+POST_FILES = ("weights.safetensors", "config.json", "training.json", "validation.json")
+EMU_FILES = ("weights.safetensors", "config.json", "training.json", "validation.json")
+MAX_WEIGHTS_BYTES = 3 * 1024 * 1024
+
+
+def train_posterior(args, work: Path, data: Path) -> int:
+    """Train, validate and (if calibrated) ship the posterior; 0 when shipped."""
+    post = work / "posterior"
+    if not (post / "config.json").exists():        # a finished run is kept as it is
+        again = ["--resume"] if (post / "checkpoint").exists() else ["--overwrite"]
+        extra = ["--max-minutes", args.minutes] if args.minutes is not None else []
+        simxray("train", data, "--config", NPE_CONFIG, *extra, "--keep-checkpoint",
+                "--out", post, "--quiet", "--threads", args.threads, *again,
+                threads=args.threads)
+    val_json = work / "validation.json"
+    if not val_json.exists():                      # exit 1: calibration failed, JSON written
+        simxray("validate", post, "--n", args.validate_n, "--seed", args.seed + 1000,
+                "--out", post / "validation", "--json", val_json, "--quiet", "--overwrite",
+                "--threads", args.threads, threads=args.threads, ok=(0, 1))
+    worst, size = coverage_and_size(val_json, post)
+    if not args.ship_anyway and (max(worst.values()) > args.max_coverage_error
+                                 or size > MAX_WEIGHTS_BYTES):
+        print(f"posterior not shipped: a coverage error exceeds {args.max_coverage_error} or "
+              f"the weights exceed 3 MB (left in {post})")
+        return 1
+    shutil.copy2(val_json, post / "validation.json")
+    ship(post, POST_FILES, Path(args.posterior_out), trees=("validation",))
+    print(f"shipped {args.posterior_out}")
+    return 0
+
+
+def train_emulator(args, work: Path, data: Path) -> int:
+    """Train, validate and ship the emulator; 0 when shipped."""
+    emu = work / "emulator"
+    if not (emu / "config.json").exists():
+        simxray("train-emulator", data, "--config", EMU_CONFIG, "--out", emu, "--quiet",
+                "--overwrite", "--threads", args.threads, threads=args.threads)
+    vjson = emu / "validation.json"
+    if not vjson.exists():
+        simxray("validate-emulator", emu, "--n", args.validate_n, "--seed", 12345, "--json",
+                vjson, "--out", emu / "validation", "--overwrite", "--quiet",
+                threads=args.threads)
+    v = json.loads(vjson.read_text())
+    print(f"emulator: median {v['relative_error']['median']:.3%}, p99 "
+          f"{v['relative_error']['p99']:.3%}, mean |dC| {v['delta_cstat']['mean']:.3f}")
+    ship(emu, EMU_FILES, Path(args.emulator_out),
+         trees=("validation",) if (emu / "validation").is_dir() else ())
+    print(f"shipped {args.emulator_out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = base_parser(__doc__, work="relxill_bright", n=40000, out=POST_OUT)
+    ap.add_argument("--workers", type=int, default=1, help="simulation processes")
+    ap.add_argument("--only", choices=("posterior", "emulator"),
+                    help="run one of the two trainings (after the simulation)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="NPE time budget in minutes (default: the training config's)")
+    ap.add_argument("--validate-n", type=int, default=1000,
+                    help="validation simulations (default %(default)s)")
+    ap.add_argument("--max-coverage-error", type=float, default=0.05,
+                    help="ship the posterior only if every max coverage error is at most this")
+    ap.add_argument("--ship-anyway", action="store_true", help="skip the shipping checks")
+    ap.add_argument("--emulator-out", default=str(EMU_OUT),
+                    help="where to ship the emulator (default %(default)s)")
+    args = ap.parse_args(argv)
+    args.posterior_out = args.out
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    data = work / "sims.h5"
+    simxray("simulate", SIM_CONFIG, "--n", args.n, "--seed", args.seed, "--workers",
+            args.workers, "--out", data, "--quiet")
+    rc = 0
+    if args.only in (None, "posterior"):
+        rc |= train_posterior(args, work, data)
+    if args.only in (None, "emulator"):
+        rc |= train_emulator(args, work, data)
+    print(f"done in {(time.time() - t0) / 60:.1f} min")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,8 @@ Methods (``method=``):
             response, model, prior and channels match the request exactly.
 ``auto``    ``npe`` when a shipped or given posterior matches, else ``emcee``; the result's
             summary says which path ran and why (``summary["method_reason"]``).
+
+Length: one module for `simxray.fit`'s method choice (matching of trained networks, the fallback chain npe → network-guided importance sampling → exact) and its runners, so the reasons it reports are built in one place.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ posterior.nc, summary.json, corner.png, spectrum.png) through
 
 The driver is :class:`EmceeSampler` (one small method per step: start, chain, pilots,
 result); :func:`sample_emcee` is ``EmceeSampler(...).run()`` with BLAS on one thread.
+
+Length: one module for the emcee path: the Likelihood (C-stat/W-stat), the sampling coordinates and the EmceeSampler's small methods (start, chain, pilots, diagnostics) share those coordinates and statistics; the importance sampler and the anchoring live in their own modules.
 """
 
 from __future__ import annotations

@@ -517,12 +517,16 @@ def test_two_writers_one_wins_the_other_names_its_pid(tiny, tmp_path, capsys):
     a = _spawn(tiny, out, 3, n=long_n)
     sa = _watch(a)
     _wait_for(sa, a, 100)
+    # A is paused (it keeps its lock) while B and the reader race it: unpaused, the tiny
+    # campaign runs at ~20,000 spectra/s and could finish before the interrupt below
+    a.send_signal(signal.SIGSTOP)
     b = _spawn(tiny, out, 4, n=long_n)
     sb = _watch(b)
     rb = b.wait(120)
     rc, _, err = cli(capsys, "train", out, "--out", tmp_path / "post")
     assert a.poll() is None, "A finished before B and the reader could race it"
     a.send_signal(signal.SIGINT)
+    a.send_signal(signal.SIGCONT)
     ra = a.wait(60)
     time.sleep(0.2)
     err_b = "".join(sb["err"])

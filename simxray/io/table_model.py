@@ -33,8 +33,6 @@ works in any model expression; each evaluation's provenance names the table by
 path and SHA-256 (``ModelSpec.info["table"]``).
 
 Length: the XSPEC table format (FITS and its HDF5 conversion), the interpolation on the parameter grid and the registry hook belong together; the reader and the interpolator share the grid checks.
-
-Length: one module for XSPEC table models (FITS reader, HDF5 form, the interpolator and the model-spec binding), because the HDF5 form mirrors the FITS layout field by field and both feed the same interpolation; splitting by format would duplicate the validation.
 """
 
 from __future__ import annotations

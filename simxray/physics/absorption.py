@@ -78,8 +78,6 @@ per decade, with points either side of every edge; error < 1e-7 above 0.1 keV), 
 per distinct z.
 
 Length: three absorption models (tbabs, phabs, wabs and their redshifted forms) share the cross-section tables, the abundance tables and the bin averaging.
-
-Length: one module for the photoelectric absorption models (cross sections, abundance tables, grains and molecules of tbabs, phabs/wabs) because they share the cross-section tables and the abundance state that `set_abund` changes.
 """
 
 from __future__ import annotations

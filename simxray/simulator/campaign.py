@@ -22,8 +22,6 @@ spawn_key=(i,)))``, so the dataset is identical whatever the number of workers o
 the executor (in-process, a local process pool, or a Dask distributed cluster).
 
 Length: a campaign's single-writer lock, resumable chunked HDF5 writing, worker processes that die with their parent and the Dask path must agree on one file layout, so they live together.
-
-Length: one module for a campaign's file life cycle (allocation, the one-writer lock, resumable chunks, workers, Dask) because every step checks the same run key and chunk bookkeeping; splitting it would spread one invariant over several files.
 """
 
 from __future__ import annotations

@@ -45,8 +45,6 @@ ionised reflection needs an official xillver table).  The xillver model multipli
 by cos(Incl), so refl_frac = 1 is pexrav's R = 1.
 
 Length: the Monte Carlo of the neutral-slab Green's functions (photon transport, fluorescence yields, Compton kernel) is one computation; its pieces are not used elsewhere.
-
-Length: one module for the neutral-slab Monte Carlo (photon transport, fluorescence, Compton scattering, the angle-resolved tally) because the transport loop and its tallies share one state per batch of photons.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ available) shows the curve and the spectra at three rates with Davis' best fit.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -162,7 +161,6 @@ def _plot(curve, spectra, resp, lo, hi) -> Path | None:
         import matplotlib.ticker
     except ImportError:
         return None
-    from simxray.provenance import atomic_path
 
     ch_e = 0.5 * (resp.e_min + resp.e_max)[lo:hi]
     fig, axes = plt.subplots(1, 1 + min(3, len(spectra)), figsize=(4.2 * (1 + min(3, len(spectra))), 3.8))
@@ -195,13 +193,10 @@ def _plot(curve, spectra, resp, lo, hi) -> Path | None:
         ax.set_title(f"L = {lvl} photons/frame")
         ax.legend(fontsize=7)
     fig.tight_layout()
+    from simxray.plots import save_figure
+
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "eventsim_vs_davis.png"
-    tmp = atomic_path(out)
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, RESULTS / "eventsim_vs_davis.png", dpi=110)
 
 
 if __name__ == "__main__":

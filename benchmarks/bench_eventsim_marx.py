@@ -34,7 +34,6 @@ Writes ``benchmarks/results/eventsim_marx.png`` when matplotlib is available.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -140,7 +139,6 @@ def _plot(curve: list[dict], point: dict) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from simxray.provenance import atomic_path
 
     L = np.array([r["photons_per_frame"] for r in curve])
     keys = (("events_per_frame", "good events per frame"), ("kept_fraction", "photons in good events / incident"),
@@ -163,13 +161,10 @@ def _plot(curve: list[dict], point: dict) -> Path | None:
     axes[0].legend(fontsize=7, ncol=1)
     fig.suptitle("ACIS-S on-axis point source, 0.44 s frames, absorbed power law (mean 4.6 keV)", fontsize=10)
     fig.tight_layout()
+    from simxray.plots import save_figure
+
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "eventsim_marx.png"
-    tmp = atomic_path(out)
-    fig.savefig(tmp, dpi=130, format="png")
-    os.replace(tmp, out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, RESULTS / "eventsim_marx.png", dpi=130)
 
 
 if __name__ == "__main__":

@@ -57,13 +57,17 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` atomically (temporary file, then rename) and close it."""
     p = Path(path)
     tmp = atomic_path(p)
     fig.savefig(tmp, dpi=dpi, format=p.suffix.lstrip(".") or "png")
     os.replace(tmp, p)
     _pyplot().close(fig)
     return p
+
+
+_save = save_figure
 
 
 def _import_corner():

@@ -47,23 +47,37 @@ def base_parser(doc: str, *, work: str, n: int, out: Path) -> argparse.ArgumentP
     return ap
 
 
-def add_shipping_checks(ap: argparse.ArgumentParser, validate_n: int) -> None:
+def add_shipping_checks(ap: argparse.ArgumentParser, validate_n: int,
+                        max_coverage_error: float = 0.1) -> None:
     """--validate-n, --max-coverage-error and --ship-anyway."""
     ap.add_argument("--validate-n", type=int, default=validate_n,
                     help="number of validation simulations (default %(default)s)")
-    ap.add_argument("--max-coverage-error", type=float, default=0.1,
+    ap.add_argument("--max-coverage-error", type=float, default=max_coverage_error,
                     help="ship only if every parameter's max coverage error is at most this")
     ap.add_argument("--ship-anyway", action="store_true", help="skip the shipping checks")
+
+
+def simulate_dataset(args: argparse.Namespace, config: Path) -> Path:
+    """``simxray simulate CONFIG`` into WORK/sims.h5 (continued when rerun); its path."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "sims.h5"
+    simxray("simulate", config, "--n", args.n, "--seed", args.seed, "--workers",
+            args.workers, "--out", data, "--quiet")
+    return data
 
 
 def train_or_resume(data: Path, config: Path, post: Path, args: argparse.Namespace,
                     *extra: object) -> None:
     """``simxray train`` into ``post`` unless a finished run is there (resumed from its
-    checkpoint when one is)."""
+    checkpoint when one is); ``--max-epochs`` from ``args.epochs`` when the script has it,
+    else the training config's."""
     if (post / "config.json").exists():          # a finished run is kept as it is
         return
     again = ["--resume"] if (post / "checkpoint").exists() else ["--overwrite"]
-    simxray("train", data, "--config", config, "--max-epochs", args.epochs, *extra,
+    epochs = getattr(args, "epochs", None)
+    simxray("train", data, "--config", config,
+            *(["--max-epochs", epochs] if epochs is not None else []), *extra,
             "--keep-checkpoint", "--out", post, "--quiet", "--threads", args.threads,
             *again, threads=args.threads)
 

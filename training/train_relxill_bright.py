@@ -32,7 +32,17 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, base_parser, coverage_and_size, ship, simxray
+from _common import (
+    MAX_WEIGHTS_BYTES,
+    REPO,
+    add_shipping_checks,
+    base_parser,
+    coverage_and_size,
+    ship,
+    simulate_dataset,
+    simxray,
+    train_or_resume,
+)
 
 SIM_CONFIG = REPO / "simulations" / "acis_relxill_bright.toml"
 NPE_CONFIG = REPO / "training" / "npe_relxill_bright.toml"
@@ -41,18 +51,13 @@ POST_OUT = REPO / "simxray" / "data" / "posterior_relxill_bright"
 EMU_OUT = REPO / "simxray" / "data" / "emulator_relxill_bright"
 POST_FILES = ("weights.safetensors", "config.json", "training.json", "validation.json")
 EMU_FILES = ("weights.safetensors", "config.json", "training.json", "validation.json")
-MAX_WEIGHTS_BYTES = 3 * 1024 * 1024
 
 
 def train_posterior(args, work: Path, data: Path) -> int:
     """Train, validate and (if calibrated) ship the posterior; 0 when shipped."""
     post = work / "posterior"
-    if not (post / "config.json").exists():        # a finished run is kept as it is
-        again = ["--resume"] if (post / "checkpoint").exists() else ["--overwrite"]
-        extra = ["--max-minutes", args.minutes] if args.minutes is not None else []
-        simxray("train", data, "--config", NPE_CONFIG, *extra, "--keep-checkpoint",
-                "--out", post, "--quiet", "--threads", args.threads, *again,
-                threads=args.threads)
+    extra = ["--max-minutes", args.minutes] if args.minutes is not None else []
+    train_or_resume(data, NPE_CONFIG, post, args, *extra)
     val_json = work / "validation.json"
     if not val_json.exists():                      # exit 1: calibration failed, JSON written
         simxray("validate", post, "--n", args.validate_n, "--seed", args.seed + 1000,
@@ -97,22 +102,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="run one of the two trainings (after the simulation)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="NPE time budget in minutes (default: the training config's)")
-    ap.add_argument("--validate-n", type=int, default=1000,
-                    help="validation simulations (default %(default)s)")
-    ap.add_argument("--max-coverage-error", type=float, default=0.05,
-                    help="ship the posterior only if every max coverage error is at most this")
-    ap.add_argument("--ship-anyway", action="store_true", help="skip the shipping checks")
+    add_shipping_checks(ap, 1000, 0.05)
     ap.add_argument("--emulator-out", default=str(EMU_OUT),
                     help="where to ship the emulator (default %(default)s)")
     args = ap.parse_args(argv)
     args.posterior_out = args.out
 
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    data = work / "sims.h5"
-    simxray("simulate", SIM_CONFIG, "--n", args.n, "--seed", args.seed, "--workers",
-            args.workers, "--out", data, "--quiet")
+    data = simulate_dataset(args, SIM_CONFIG)
     rc = 0
     if args.only in (None, "posterior"):
         rc |= train_posterior(args, work, data)

@@ -37,6 +37,7 @@ from _common import (
     base_parser,
     coverage_and_size,
     ship,
+    simulate_dataset,
     simxray,
     train_or_resume,
 )
@@ -57,11 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    data = work / "sims.h5"
-    simxray("simulate", SIM_CONFIG, "--n", args.n, "--seed", args.seed, "--workers",
-            args.workers, "--out", data, "--quiet")
+    data = simulate_dataset(args, SIM_CONFIG)
 
     post = work / "posterior"
     train_or_resume(data, TRAIN_CONFIG, post, args, "--max-minutes", args.minutes)

@@ -219,13 +219,7 @@ def _network_guided(problem: FitProblem, draws: np.ndarray, n_samples: int, seed
     like = problem.likelihood()
 
     def log_post(x: np.ndarray) -> np.ndarray:
-        x = np.atleast_2d(x)
-        lp = coords.log_prior(x)
-        ok = np.isfinite(lp)
-        if ok.any():
-            ll = like(coords.to_theta(x[ok]))
-            lp[ok] = lp[ok] + np.where(np.isfinite(ll), ll, -np.inf)
-        return lp
+        return coords.log_posterior(x, like)
 
     pilot = coords.to_x(np.asarray(draws, float)[:4000])
     t0 = time.perf_counter()

@@ -211,6 +211,17 @@ class _Coords:
             lp[inside] = self.prior.log_prob(self.to_theta(xi)) + (xi * self.log).sum(-1)
         return lp
 
+    def log_posterior(self, x: np.ndarray, log_like) -> np.ndarray:
+        """log posterior (B,) at x (B, P) for ``log_like(theta (B', P)) -> (B',)``: the prior
+        in x (Jacobian included) plus the likelihood; -inf outside the prior."""
+        x = np.atleast_2d(x)
+        lp = self.log_prior(x)
+        ok = np.isfinite(lp)
+        if ok.any():
+            ll = log_like(self.to_theta(x[ok]))
+            lp[ok] = lp[ok] + np.where(np.isfinite(ll), ll, -np.inf)
+        return lp
+
 
 def _resolve_forward(emulator, simulator, prior):
     if (emulator is None) == (simulator is None):
@@ -360,13 +371,7 @@ class EmceeSampler:
     # -- the target --------------------------------------------------------------------------------
     def log_post(self, x: np.ndarray) -> np.ndarray:
         """log posterior (B,) at sampling coordinates x (B, P); -inf outside the prior."""
-        x = np.atleast_2d(x)
-        lp = self.coords.log_prior(x)
-        ok = np.isfinite(lp)
-        if ok.any():
-            ll = self.like(self.coords.to_theta(x[ok]))
-            lp[ok] = lp[ok] + np.where(np.isfinite(ll), ll, -np.inf)
-        return lp
+        return self.coords.log_posterior(x, self.like)
 
     def _neg(self, v: np.ndarray) -> float:
         lp = float(self.log_post(v)[0])

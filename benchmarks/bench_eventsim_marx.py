@@ -11,12 +11,17 @@ installed here; that one operating point is the reference.
 
 simxray side: ``tbabs*powerlaw`` with nH = 20e22 cm^-2, Gamma = 2 (mean detected energy
 4.58 keV) through the embedded NGC 4258 ACIS-S ARF/RMF, 0.44104 s frames, at 0.05-3
-incident photons per frame, for each PSF (``chandra``, ``gaussian``, ``king``, ``delta``)
-and both grade models:
+incident photons per frame, for each PSF (``chandra``, ``gaussian``, ``king``, ``delta``,
+``hrma``) and both grade models, without the read-out streak, plus three variants with
+MARX's read-out streak (``transfer_streak=True``: photons arriving in the 41 ms transfer,
+9.3 % of them at 0.44 s frames, land on a random row of their column):
+``hrma_marx_streak`` (the like-for-like comparison: MARX's focal-plane HRMA, its streak and
+marxpileup's rule), ``chandra_marx_streak`` and ``hrma_cloud_streak``.  Grade models:
 
-* ``marx``: marxpileup's convention (each photon's charge in its own pixel, every single
-  photon good, an island of n >= 2 photons kept with probability alpha^(n-1), alpha 0.5);
-  this is the like-for-like comparison with the MARX run;
+* ``marx``: marxpileup's convention (marx/src/marxpileup.c: each photon's energy in its
+  own pixel, an occupied pixel whose energy and 3x3 island energy are both local maxima is
+  an event, every single photon good, an island of n >= 2 photons kept with probability
+  alpha^(n-1), alpha 0.5);
 * ``cloud``: simxray's charge-cloud model (Gaussian clouds, split threshold, ASCA grades
   0, 2, 3, 4, 6 good), which has no alpha.
 
@@ -44,8 +49,12 @@ FRAME = 0.44104
 MARX = {"photons": 138195, "frames": 66324, "events_per_frame": 0.915, "kept_fraction": 0.496,
         "multiplicity": 0.104, "mean_energy_kev": 4.65, "alpha": 0.5}
 LEVELS = [0.05, 0.1, 0.2, 0.5, 1.0, 1.5, MARX["photons"] / MARX["frames"], 3.0]
-PSFS = ("chandra", "gaussian", "king", "delta")
+PSFS = ("chandra", "gaussian", "king", "delta", "hrma")
 GRADINGS = ("marx", "cloud")
+# (key, psf, grading, read-out streak)
+VARIANTS = ([(f"{p}_{g}", p, g, False) for p in PSFS for g in GRADINGS]
+            + [("hrma_marx_streak", "hrma", "marx", True), ("chandra_marx_streak", "chandra", "marx", True),
+               ("hrma_cloud_streak", "hrma", "cloud", True)])
 SOURCE = {"nH": 20.0, "PhoIndex": 2.0, "norm": 1.0}
 
 
@@ -91,12 +100,12 @@ def run(quick: bool = False) -> dict:
     for i, L in enumerate(LEVELS):
         rate = rate1 * (L / (rate1.sum() * FRAME))
         row = {"photons_per_frame": round(L, 4), "davis": davis(L)}
-        for psf in PSFS:
-            for grading in GRADINGS:
-                cfg = EventSimConfig(frame_time=FRAME, psf=psf, grading=grading, marx_alpha=MARX["alpha"])
-                ev = simulate_events(rate, edges, rmf.matrix, photons_per_level / L * FRAME, config=cfg,
-                                     seed=100 * i + 7)
-                row[f"{psf}_{grading}"] = _stats(ev)
+        for key, psf, grading, streak in VARIANTS:
+            cfg = EventSimConfig(frame_time=FRAME, psf=psf, grading=grading, marx_alpha=MARX["alpha"],
+                                 transfer_streak=streak)
+            ev = simulate_events(rate, edges, rmf.matrix, photons_per_level / L * FRAME, config=cfg,
+                                 seed=100 * i + 7)
+            row[key] = _stats(ev)
         curve.append(row)
 
     # the MARX operating point at MARX's own number of frames
@@ -106,24 +115,23 @@ def run(quick: bool = False) -> dict:
     point = {"photons_per_frame": round(L, 4), "marx": {k: MARX[k] for k in
                                                         ("events_per_frame", "kept_fraction", "multiplicity")},
              "davis": davis(L)}
-    for psf in PSFS:
-        for grading in GRADINGS:
-            cfg = EventSimConfig(frame_time=FRAME, psf=psf, grading=grading, marx_alpha=MARX["alpha"])
-            st = _stats(simulate_events(rate, edges, rmf.matrix, frames * FRAME, config=cfg, seed=2024))
-            st["ratio_to_marx"] = {k: round(st[k] / MARX[k], 3)
-                                   for k in ("events_per_frame", "kept_fraction", "multiplicity")}
-            point[f"{psf}_{grading}"] = st
+    for key, psf, grading, streak in VARIANTS:
+        cfg = EventSimConfig(frame_time=FRAME, psf=psf, grading=grading, marx_alpha=MARX["alpha"],
+                             transfer_streak=streak)
+        st = _stats(simulate_events(rate, edges, rmf.matrix, frames * FRAME, config=cfg, seed=2024))
+        st["ratio_to_marx"] = {k: round(st[k] / MARX[k], 3)
+                               for k in ("events_per_frame", "kept_fraction", "multiplicity")}
+        point[key] = st
     point["davis"]["ratio_to_marx"] = {k: round(point["davis"][k] / MARX[k], 3)
                                        for k in ("events_per_frame", "kept_fraction", "multiplicity")}
     out = {"marx_reference": MARX, "source": {"model": "tbabs*powerlaw", **SOURCE,
                                               "mean_detected_energy_kev": round(mean_e, 3)},
            "frame_time_s": FRAME, "photons_per_level": photons_per_level, "marx_point": point, "curve": curve,
            "quick": quick}
-    for psf in PSFS:
-        for grading in GRADINGS:
-            r = point[f"{psf}_{grading}"]["ratio_to_marx"]
-            print(f"MARX point L = {L:.3f}: {psf:8s} {grading:5s} events/frame x{r['events_per_frame']:.3f}  "
-                  f"kept x{r['kept_fraction']:.3f}  multiplicity x{r['multiplicity']:.3f}")
+    for key, *_ in VARIANTS:
+        r = point[key]["ratio_to_marx"]
+        print(f"MARX point L = {L:.3f}: {key:20s} events/frame x{r['events_per_frame']:.3f}  "
+              f"kept x{r['kept_fraction']:.3f}  multiplicity x{r['multiplicity']:.3f}")
     fig = _plot(curve, point)
     if fig:
         out["figure"] = str(fig)
@@ -143,24 +151,27 @@ def _plot(curve: list[dict], point: dict) -> Path | None:
     L = np.array([r["photons_per_frame"] for r in curve])
     keys = (("events_per_frame", "good events per frame"), ("kept_fraction", "photons in good events / incident"),
             ("multiplicity", "fraction of good events with >= 2 photons"))
-    colors = {"chandra": "C0", "gaussian": "C1", "king": "C2", "delta": "C3"}
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.2))
+    colors = {"chandra": "C0", "gaussian": "C1", "king": "C2", "delta": "C3", "hrma": "C4"}
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 5.4))
     for ax, (key, label) in zip(axes, keys, strict=True):
-        for psf in PSFS:
-            for grading, ls in (("marx", "-"), ("cloud", "--")):
-                y = [r[f"{psf}_{grading}"][key] for r in curve]
-                ax.plot(L, y, ls, marker="o", ms=3, color=colors[psf],
-                        label=f"{psf} PSF, {grading} grades" if key == "events_per_frame" else None)
-        ax.plot(L, [r["davis"][key] for r in curve], "k:", label="Davis / jdpileup (alpha 0.5, f 0.95)"
+        for name, psf, grading, streak in VARIANTS:
+            if psf in ("gaussian", "king") and grading == "cloud":
+                continue  # keeps the figure readable; all curves are in the JSON
+            y = [r[name][key] for r in curve]
+            ls = ("-" if grading == "marx" else "--") if not streak else ("-." if grading == "marx" else ":")
+            ax.plot(L, y, ls, marker="s" if streak else "o", ms=3, color=colors[psf], lw=2.2 if streak else 1.2,
+                    label=f"{psf} PSF, {grading} grades{' + streak' if streak else ''}"
+                    if key == "events_per_frame" else None)
+        ax.plot(L, [r["davis"][key] for r in curve], color="0.4", ls=(0, (1, 3)), label="Davis / jdpileup (alpha 0.5, f 0.95)"
                 if key == "events_per_frame" else None)
         ax.plot([point["photons_per_frame"]], [point["marx"][key]], "k*", ms=14,
                 label="MARX + marxpileup" if key == "events_per_frame" else None)
         ax.set_xlabel("incident photons per frame")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=1)
     fig.suptitle("ACIS-S on-axis point source, 0.44 s frames, absorbed power law (mean 4.6 keV)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8, frameon=False)
     from simxray.plots import save_figure
 
     RESULTS.mkdir(exist_ok=True)

@@ -23,7 +23,12 @@ Recorded (``benchmarks/results/ppad_real.json``):
   2-200 x quiescence, 100-8000 counts, 5-120 ks; ``--wide-prior N`` sources, 0 to skip), to show
   how much of the class call depends on the simulated prior;
 * throughput: sources per second for reading + encoding (after a warm-up; median of 3), with
-  the file sizes, and the time of the analysis on top.
+  the file sizes, and the time of the analysis on top;
+* ``heldout``: sources a user could bring, derived from the real lists with an expected class
+  (:func:`heldout_sources`: 15043's Sgr A* time-reversed or with its 10-ks segments permuted:
+  flare; 15043 before / after its flare and 11843 with its flare cut out of the GTIs:
+  constant; the magnetar shifted by 12345.678 s: periodic; the fainter 28229 point sources,
+  20-29 counts in a 2" cell: constant), analysed like the others without bootstrap.
 
 ``python benchmarks/bench_ppad_real.py [--json FILE] [--png FILE] [--wide-prior N]``
 """
@@ -70,6 +75,64 @@ def source_specs(events_dir: Path = EVENTS) -> list[dict]:
         else:
             specs.append(dict(file=f, name=f"{f.name.split('_')[0]} Sgr A* cut-out"))
     return specs
+
+
+def heldout_sources(events_dir: Path = EVENTS) -> list[tuple[str, str, object]]:
+    """(name, expected class, Observation) of held-out-like sources (see module docstring)."""
+    from simxray.events.eventfile import EventList
+    from simxray.events.realfile import (
+        SGR_J1745_2900,
+        Observation,
+        find_point_sources,
+        read_observation,
+    )
+
+    def mk(o, t, e, gti, tag):
+        ev = EventList(t, e, gti, o.source.frame_time, name=o.source.name + tag).clean()
+        return Observation(ev, None, 0.0, dict(o.meta))
+
+    def busiest(s):
+        edges = s.tstart + 300.0 * np.arange(int(np.ceil(s.span / 300.0)) + 1)
+        c = np.histogram(s.time, edges)[0]
+        return 0.5 * (edges[int(np.argmax(c))] + edges[int(np.argmax(c)) + 1])
+
+    out = []
+    o = read_observation(events_dir / "15043_sgra_evt2.fits")
+    s = o.source
+    out.append(("15043 Sgr A* time-reversed", "flare",
+                mk(o, s.tstart + s.tstop - s.time, s.energy, s.tstart + s.tstop - s.gti[::-1, ::-1], "[reversed]")))
+    edges = np.linspace(s.tstart, s.tstop, 6)
+    new_pos = np.argsort([3, 0, 4, 1, 2])
+    k = np.clip(np.searchsorted(edges, s.time, side="right") - 1, 0, 4)
+    out.append(("15043 Sgr A* 10-ks segments permuted", "flare",
+                mk(o, s.time - edges[k] + edges[new_pos[k]], s.energy, s.gti, "[permuted]")))
+    tpk = busiest(s)
+    m = s.time < tpk - 6000
+    out.append(("15043 Sgr A* before its flare", "constant",
+                mk(o, s.time[m], s.energy[m], np.array([[s.tstart, tpk - 6000]]), "[before]")))
+    m = s.time > tpk + 6000
+    out.append(("15043 Sgr A* after its flare", "constant",
+                mk(o, s.time[m], s.energy[m], np.array([[tpk + 6000, s.tstop]]), "[after]")))
+    o = read_observation(events_dir / "11843_sgra_evt2.fits")
+    s = o.source
+    tpk = busiest(s)
+    m = (s.time < tpk - 4000) | (s.time > tpk + 4000)
+    out.append(("11843 Sgr A* flare cut out of the GTIs", "constant",
+                mk(o, s.time[m], s.energy[m], np.array([[s.tstart, tpk - 4000], [tpk + 4000, s.tstop]]), "[cut]")))
+    o = read_observation(events_dir / "15043_flare_evt2.fits", ra=SGR_J1745_2900[0], dec=SGR_J1745_2900[1],
+                         radius=1.0)
+    s = o.source
+    out.append(("SGR J1745-2900 times shifted by 12345.678 s", "periodic",
+                mk(o, s.time + 12345.678, s.energy, s.gti + 12345.678, "[shifted]")))
+    f28 = next(events_dir.glob("acisf28229*_evt2.fits"))
+    bright = find_point_sources(f28)                 # the sources of the main table: left out here
+    faint = [x for x in find_point_sources(f28, min_counts=20)
+             if all(np.hypot((x["ra"] - b["ra"]) * np.cos(np.radians(b["dec"])), x["dec"] - b["dec"]) * 3600 > 3.0
+                    for b in bright)]
+    for j, x in enumerate(faint):
+        out.append((f"28229 faint source {j} ({x['counts']} counts)", "constant",
+                    read_observation(f28, ra=x["ra"], dec=x["dec"], radius=1.5)))
+    return out
 
 
 def read(spec: dict):
@@ -175,6 +238,18 @@ def run(wide_prior: int = 1800, null_sims: int = 50, bootstrap: int = 16, repeat
                 "prior": "six classes, 100-8000 counts, 5-120 ks, flare amplitude 2-200 (log-uniform)"}
     by = {r["source"]: r for r in res}
     checks = _checks(by, obs, specs, z2_at)
+    t0 = time.perf_counter()
+    held = heldout_sources()
+    hres, _ = analyse(model, [h[2] for h in held], null_sims=null_sims, classifier=clf)
+    heldout = {"seconds": time.perf_counter() - t0, "sources": [
+        {"source": name, "expected": exp, "class": r["class"], "decided_by": r["variability"]["decided_by"],
+         "pass": r["class"] == exp, "n_events": int(h.source.n_events), "period_s": r["variability"].get("period_s"),
+         "ppad_final": r["ppad"]["final_class"], "ppad_classifier": r["ppad"]["class"],
+         "ppad_variability_p_value": r["ppad"]["variability_test"]["p_value"],
+         "baseline": r["baseline"]["class"], "blocks": r["baseline"]["bayesian_blocks"]["n_blocks"]}
+        for (name, exp, h), r in zip(held, hres, strict=True)]}
+    heldout["n_pass"] = sum(x["pass"] for x in heldout["sources"])
+    heldout["n"] = len(heldout["sources"])
     doc = {
         "benchmark": "ppad_real",
         "events_dir": str(EVENTS),
@@ -196,6 +271,7 @@ def run(wide_prior: int = 1800, null_sims: int = 50, bootstrap: int = 16, repeat
                                         "(bootstrap encodes per source), baseline; classifier fit once, cached"},
         "checks": checks,
         "wide_prior_classifier": wide,
+        "heldout": heldout,
         "sources": res,
         "provenance": provenance(script="benchmarks/bench_ppad_real.py"),
     }
@@ -342,7 +418,7 @@ def main() -> None:
     os.replace(tmp, args.json)
     figure(Path(args.png), model, enc, obs, doc["sources"])
     print(json.dumps({"throughput": {k: v for k, v in doc["throughput"].items() if k != "per_file"},
-                      "checks": doc["checks"]}, indent=1))
+                      "checks": doc["checks"], "heldout": doc["heldout"]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """benchmarks/bench_relxill_pileup_bias.py: its bias/coverage arithmetic against exact
 Gaussian references, its posterior summaries against analytic quantiles, and (slow) the
---quick run end to end (JSON with provenance, figure)."""
+--quick run end to end (three treatments, the event-level one fine-tuned; JSON with
+provenance, figure)."""
 
 from __future__ import annotations
 
@@ -119,7 +120,13 @@ def test_quick_run_writes_json_with_provenance_and_figure(tmp_path):
     prov = d["provenance"]
     assert prov["seed"] == 15 and prov["git_commit"] and prov["config_sha256"]
     assert all(len(v) == 64 for v in prov["inputs"].values())
-    assert set(d["metrics"]["davis"]) == {"ignored", "davis"}
+    assert set(d["metrics"]["davis"]) == {"ignored", "davis", "events"}
+    # the event-level treatment: fine-tuned on event-level spectra, applied to both sets
+    assert set(d["metrics"]["events"]) == {"ignored", "davis", "events"}
+    assert d["setup"]["n_train_events_done"] == 20 and d["setup"]["eventsim"]["psf"] == "chandra"
+    assert "train_events.h5" in prov["inputs"]
+    assert "posterior_events/weights.safetensors" in prov["inputs"]
+    assert sum(b["n"] for b in d["metrics"]["events"]["events"]) == d["setup"]["n_events_done"] > 0
     n = sum(b["n"] for b in d["metrics"]["davis"]["davis"])
     assert n == d["setup"]["n_test"] == 40
     for b in d["metrics"]["davis"]["ignored"]:

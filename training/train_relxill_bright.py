@@ -1,11 +1,20 @@
 """Train the bright-source relxill posterior and emulator (issue 15; seeded, resumable).
 
-    python training/train_relxill_bright.py [--work DIR] [--n 40000] [--seed 1]
-                                            [--only posterior|emulator]
+    python training/train_relxill_bright.py [--work DIR] [--n 60000] [--seed 1]
+                                            [--only posterior|emulator] [--minutes 50]
 
-Ships simxray/data/posterior_relxill_bright and simxray/data/emulator_relxill_bright.
-Both belong to ``simulations/acis_relxill_bright.toml``: ACIS-S3 1/8 subarray (0.44104 s
-frames), 100 ks, the embedded ACIS-S response, tbabs*relxill with Davis (2001) pileup.
+Ships simxray/data/posterior_relxill_bright, which belongs to
+``simulations/acis_relxill_bright.toml``: ACIS-S3 in three observing modes (1/8 and 1/4
+subarrays, full frame: 0.44104, 0.84104, 3.24104 s frames) and 20-150 ks, both drawn per
+simulation and given to the network as covariates, the embedded ACIS-S response,
+tbabs*relxill with Davis (2001) pileup.  The shipped run (2026-12-07):
+
+    python training/train_relxill_bright.py --work build/modes/run --n 60000 --seed 1 \
+        --workers 2 --only posterior --minutes 50
+
+The emulator (simxray/data/emulator_relxill_bright) stays single-mode: it was trained on the
+earlier 1/8-subarray, 100 ks campaign and does not take the frame time or exposure; the
+emulator step skips a dataset that draws them (``simxray train-emulator`` refuses one).
 Steps (each is skipped or resumed when the script is rerun with the same arguments):
 
 1. ``simxray simulate simulations/acis_relxill_bright.toml --n N --seed SEED``
@@ -16,7 +25,7 @@ Steps (each is skipped or resumed when the script is rerun with the same argumen
    no training step uses): SBC ranks, coverage of central intervals, TARP, R^2.  Shipped
    only when every parameter's maximum coverage error is at most ``--max-coverage-error``
    (0.05) and the weights are at most 3 MB (``--ship-anyway`` skips the check);
-3. emulator: ``simxray train-emulator`` with ``training/emulator_relxill_bright.toml``
+3. emulator (single-mode campaigns only): ``simxray train-emulator`` with ``training/emulator_relxill_bright.toml``
    (every parameter -> log expected piled counts per channel), ``simxray
    validate-emulator`` on ``--validate-n`` fresh prior draws (seed 12345), shipped with
    its validation.json.
@@ -76,7 +85,14 @@ def train_posterior(args, work: Path, data: Path) -> int:
 
 
 def train_emulator(args, work: Path, data: Path) -> int:
-    """Train, validate and ship the emulator; 0 when shipped."""
+    """Train, validate and ship the emulator; 0 when shipped (or skipped: multi-mode data)."""
+    import h5py
+
+    with h5py.File(data, "r") as f:
+        if "covariates" in f:
+            print("emulator not retrained: the campaign draws the exposure and frame time per "
+                  "simulation and the emulator is single-mode (the shipped one is kept)")
+            return 0
     emu = work / "emulator"
     if not (emu / "config.json").exists():
         simxray("train-emulator", data, "--config", EMU_CONFIG, "--out", emu, "--quiet",
@@ -96,7 +112,7 @@ def train_emulator(args, work: Path, data: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = base_parser(__doc__, work="relxill_bright", n=40000, out=POST_OUT)
+    ap = base_parser(__doc__, work="relxill_bright", n=60000, out=POST_OUT)
     ap.add_argument("--workers", type=int, default=1, help="simulation processes")
     ap.add_argument("--only", choices=("posterior", "emulator"),
                     help="run one of the two trainings (after the simulation)")

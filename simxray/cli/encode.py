@@ -61,8 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write binned model light curves (counts/s per band) with NBINS time bins")
     add_threads(p, "batches are encoded in this many worker threads, one torch thread each")
     p.add_argument("--gti-from-header", action="store_true",
-                   help="use TSTART/TSTOP when an event file has no GTI extension")
+                   help="when an event file has no GTI extension, use TSTART/TSTOP (or, without them, the "
+                        "span of the event times) as the good time, with a warning")
     p.set_defaults(func=run)
+
+
+READING = ("Each source's answer is 'class' (with 'variability': the rule and the step that decided it). "
+           "'ppad.final_class' is PPAD alone (its classifier gated by its variability test); 'ppad.class' and "
+           "'ppad.probabilities' are the classifier's guess at the shape, trained on simulated sources (flares of "
+           "2-20x quiescence), advisory only: it calls Sgr A*'s 80x flares 'qpe' and guesses a shape even for "
+           "constant sources. 'warnings' list what the reader assumed (energies from PI, GTIs from the header, ...).")
+"""How to read the ``--report`` JSON (stored in it as ``how_to_read``)."""
 
 
 def _is_dataset(path: str) -> bool:
@@ -104,6 +113,7 @@ def plot_observation(ax_row, model, enc, i: int, obs, bin_s: float) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
     import os
+    import sys
     import time
 
     import h5py
@@ -162,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
             events.append(o.source)
             observations.append(o)
             is_obs.append(True)
+            if not args.quiet:
+                for w in o.meta.get("warnings", []):
+                    print(f"warning: {p}: {w}", file=sys.stderr)
         for key in labels_list:
             labels_list[key].extend([None] * (len(events) - len(labels_list[key])))
     labels = {k: np.asarray(v) for k, v in labels_list.items() if all(x is not None for x in v)}
@@ -287,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             f.attrs["rate_definition"] = "rate(t, band) = scale * rho((t - tstart) / span, band | z) counts/s"
         if tmp_report is not None:
             doc = {"provenance": prov, "read_seconds": t_read, "encode_seconds": dt,
-                   "sources": [r for r in results if r is not None]}
+                   "how_to_read": READING, "sources": [r for r in results if r is not None]}
             tmp_report.write_text(json.dumps(json_safe(doc), indent=1, default=str))
         if tmp_plot is not None:
             import matplotlib
@@ -319,12 +332,17 @@ def run(args: argparse.Namespace) -> int:
             if r is not None and "ppad" in r:
                 b = r["baseline"]
                 vt = r["ppad"].get("variability_test", {})
-                print(f"  {r['name'][:60]}: class {r.get('class', r['ppad']['final_class'])}; "
-                      f"PPAD {r['ppad']['final_class']} (classifier {r['ppad']['class']} "
+                print(f"  {r['name'][:60]}: class {r.get('class', r['ppad']['final_class'])} "
+                      f"[{r.get('variability', {}).get('decided_by', 'PPAD')}]; "
+                      f"PPAD {r['ppad']['final_class']} (classifier, advisory: {r['ppad']['class']} "
                       f"p={r['ppad']['class_probability']:.2f}; variability p-value {vt.get('p_value', float('nan')):.3f}; "
                       f"anomaly percentile {r['ppad'].get('anomaly_percentile', float('nan')):.2f}); baseline "
                       f"{b['class']} (blocks {b['bayesian_blocks']['n_blocks']}, Z2 {b['z2_search']['z2']:.1f} "
                       f"at P={b['z2_search']['period_s']:.4g} s)")
+        for o, r in zip(observations, results, strict=True):      # analysis warnings (reader's printed above)
+            for w in (r or {}).get("warnings", []):
+                if o is not None and w not in o.meta.get("warnings", []):
+                    print(f"warning: {r['name']}: {w}", file=sys.stderr)
         if anomaly is not None and not analyse:
             top = np.argsort(-anomaly[0])[:5]
             for i in top:

@@ -32,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pha", metavar="PILED.pha", help="good-grade PHA spectrum to write")
     p.add_argument("--exposure", type=float, metavar="S", help="exposure in s (default: header)")
     p.add_argument("--frame-time", type=float, metavar="S", help="frame time in s (default: header TIMEDEL)")
-    p.add_argument("--psf", choices=("chandra", "gaussian", "king", "delta"), default="chandra",
+    p.add_argument("--psf", choices=("chandra", "gaussian", "king", "delta", "hrma"), default="chandra",
                    help="PSF model: the on-axis Chandra mirror PSF with energy-dependent encircled energy, "
-                        "a 0.36 arcsec Gaussian, one King profile, or a point (default %(default)s)")
+                        "a 0.36 arcsec Gaussian, one King profile, a point, or the focal-plane HRMA PSF "
+                        "as MARX ray-traces it (default %(default)s)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="settings",
                    help="other event-simulator setting (e.g. cloud_sigma_px=0.12, dither_amplitude_arcsec=0, "
                         "grading=marx, marx_alpha=0.5)")
@@ -65,6 +66,11 @@ def event_config(psf: str, frame_time: float, settings: list[str] | None):
                 raise ParameterError(f"unknown setting; expected one of "
                                      f"{', '.join(n for n in kinds if n != 'good_grades')}", field=f"--set {k}")
             t = str(kinds[k])
+            if "bool" in t:
+                if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ParameterError(f"expected true or false, got {v!r}", field=f"--set {k}")
+                kw[k] = v.lower() in ("true", "1", "yes")
+                continue
             try:
                 kw[k] = int(v) if "int" in t else v if "str" in t else float(v)
             except ValueError:

@@ -3,7 +3,8 @@ an HDF5 format for many event lists (simulated populations, training sets).
 
 Reading (:func:`read_events`) follows the Chandra evt2 conventions:
 
-* ``EVENTS`` extension with a ``TIME`` column (s, mission time) and ``ENERGY``
+* ``EVENTS`` extension (any HDU; see :func:`simxray.events.realfile._events_hdu`) with a
+  ``TIME`` column (s, mission time) and ``ENERGY``
   (eV unless ``TUNIT`` says keV) or, failing that, ``PI`` (ACIS: 14.6 eV per
   channel, the channel centre ``(PI - 0.5) * 0.0146`` keV is used).
 * ``GTI`` extensions (``START``, ``STOP``).  Chandra writes one per ACIS chip
@@ -188,12 +189,14 @@ def read_events(path: str | os.PathLike, *, missing_gti: str = "error") -> Event
 
 
 def _read_events_hdul(hdul, path: Path, missing_gti: str) -> EventList:
-    """The body of :func:`read_events` on an open HDUList."""
-    names = [h.name.upper() for h in hdul]
-    if "EVENTS" not in names:
-        raise FileFormatError(f"no EVENTS extension (found {', '.join(names)})", path=path, field="EVENTS")
-    ev = hdul["EVENTS"]
+    """The body of :func:`read_events` on an open HDUList.  The EVENTS table, the GTI blocks and
+    the instrument check are those of :mod:`simxray.events.realfile` (EVENTS in any HDU, GTI
+    blocks named ``GTI``/``GTI7``/``STDGTI``, HRC and non-Chandra files refused)."""
+    from .realfile import _events_hdu, _gti_ccd, _is_gti, check_instrument
+
+    ev = _events_hdu(hdul, path)
     data, hdr = ev.data, ev.header
+    check_instrument(hdul, hdr, path)
     if data is None or len(data.columns) == 0:
         raise FileFormatError("EVENTS extension has no table", path=path, field="EVENTS")
     tcol = _column(data, ["TIME"])
@@ -216,9 +219,9 @@ def _read_events_hdul(hdul, path: Path, missing_gti: str) -> EventList:
     ccd_col = _column(data, ["CCD_ID"])
     ccd = int(np.bincount(np.asarray(data[ccd_col], dtype=np.int64)).argmax()) \
         if ccd_col is not None and len(data) else None
-    gti_hdus = [h for h in hdul[1:] if h.name.upper() in ("GTI", "STDGTI")]
+    gti_hdus = [h for h in hdul[1:] if _is_gti(h)]
     if ccd is not None:
-        matching = [h for h in gti_hdus if h.header.get("CCD_ID") == ccd]
+        matching = [h for h in gti_hdus if _gti_ccd(h) == ccd]
         if matching:
             gti_hdus = matching
     if gti_hdus:

@@ -68,13 +68,31 @@ def _band(events: EventList, band: tuple[float, float]) -> np.ndarray:
     return events.time[(events.energy >= band[0]) & (events.energy < band[1])]
 
 
-def bayesian_blocks_events(t: np.ndarray, p0: float = 0.01) -> np.ndarray:
+BB_MAX_CELLS = 20000
+"""Bayesian blocks on more distinct times than this bin them first (see :func:`bayesian_blocks_events`)."""
+
+Z2_MAX_BINS = 1 << 23
+"""Largest FFT of the Z² search; longer (e.g. continuous-clocking) series are binned coarser."""
+
+
+def bayesian_blocks_events(t: np.ndarray, p0: float = 0.01, *, max_cells: int = BB_MAX_CELLS) -> np.ndarray:
     """Optimal Bayesian-blocks edges (s) of event times: Scargle et al. (2013) dynamic
     programme with the ``events`` fitness N_k ln(N_k / T_k) and the prior
     ncp_prior = 4 - ln(73.53 p0 N^-0.478) (N unique times; duplicate times, e.g. frame-quantised
     ones, are merged with their counts), i.e. ``astropy.stats.bayesian_blocks(t,
-    fitness="events", p0=p0)`` without astropy's per-cell Python overhead (same edges)."""
-    t, x = np.unique(np.asarray(t, np.float64), return_counts=True)
+    fitness="events", p0=p0)`` without astropy's per-cell Python overhead (same edges).
+
+    The programme is quadratic in the number of distinct times; above ``max_cells`` of them
+    (bright sources, continuous-clocking frames of 2.85 ms) the times are first binned into
+    ``max_cells`` equal cells (each cell's events at its centre), Scargle's binned-data mode:
+    edges then fall on cell boundaries (span / max_cells)."""
+    t = np.asarray(t, np.float64)
+    if np.unique(t).size > max_cells:
+        lo, hi = float(t.min()), float(t.max())
+        w = (hi - lo) / max_cells
+        k = np.minimum(((t - lo) / w).astype(np.int64), max_cells - 1)
+        t = lo + (k + 0.5) * w
+    t, x = np.unique(t, return_counts=True)
     n = t.size
     edges = np.concatenate([t[:1], 0.5 * (t[1:] + t[:-1]), t[-1:]])
     block_length = t[-1] - edges
@@ -100,15 +118,39 @@ def bayesian_blocks_events(t: np.ndarray, p0: float = 0.01) -> np.ndarray:
     return edges[np.array(cps[::-1])]
 
 
+def gti_compress(t: np.ndarray, gti: np.ndarray) -> np.ndarray:
+    """Times inside the GTIs mapped onto good time elapsed since the first GTI start (s): the
+    gaps between GTIs are cut out."""
+    before = np.concatenate([[0.0], np.cumsum(gti[:, 1] - gti[:, 0])])[:-1]
+    k = np.clip(np.searchsorted(gti[:, 0], t, side="right") - 1, 0, len(gti) - 1)
+    return before[k] + np.clip(t - gti[k, 0], 0.0, gti[k, 1] - gti[k, 0])
+
+
+def gti_expand(tc: np.ndarray, gti: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`gti_compress`: good time elapsed (s) back to times; a value on the
+    boundary between two GTIs maps to the start of the later one."""
+    before = np.concatenate([[0.0], np.cumsum(gti[:, 1] - gti[:, 0])])[:-1]
+    k = np.clip(np.searchsorted(before, tc, side="right") - 1, 0, len(gti) - 1)
+    return gti[k, 0] + (tc - before[k])
+
+
 def bayesian_blocks_flare(events: EventList, band: tuple[float, float] = (0.5, 7.0), *, p0: float = 0.01,
-                          min_ratio: float = 2.0, dtcor: float = 1.0) -> dict:
-    """Bayesian-blocks light curve and flare search (see module docstring); rates counts/s."""
+                          min_ratio: float = 2.0, dtcor: float = 1.0, compress_gaps: bool = True) -> dict:
+    """Bayesian-blocks light curve and flare search (see module docstring); rates counts/s.
+
+    With ``compress_gaps`` (default) and several GTIs the blocks are found on the good-time
+    axis (:func:`gti_compress`), so a gap between GTIs, which holds no events, is not mistaken
+    for a dip (a change point at each gap edge); the edges are mapped back to times."""
     t = _band(events, band)
     out: dict = {"band_keV": list(band), "p0": p0, "n_events": int(t.size)}
     if np.unique(t).size < 3:
         out.update(n_blocks=1, variable=False, flare=False, cls="constant", edges=[events.tstart, events.tstop])
         return out
-    edges = bayesian_blocks_events(t, p0)
+    if compress_gaps and len(events.gti) > 1:
+        edges = gti_expand(bayesian_blocks_events(gti_compress(t, events.gti), p0), events.gti)
+        out["gaps_compressed"] = True
+    else:
+        edges = bayesian_blocks_events(t, p0)
     edges[0], edges[-1] = events.tstart, events.tstop
     live = gti_overlap(edges, events.gti) * dtcor
     counts = np.histogram(t, edges)[0].astype(np.float64)
@@ -228,6 +270,14 @@ def z2_search(events: EventList, band: tuple[float, float] = (0.5, 7.0), *, fmin
     if t.size < 10 or fmax <= fmin:
         out.update(z2=0.0, period_s=float("nan"), fap=1.0, n_trials=0, log10_fap=0.0)
         return out
+    if span / ft * oversample > Z2_MAX_BINS:       # e.g. 2.85-ms CC frames: bin coarser, lower f_max
+        ft = ft * math.ceil(span / ft * oversample / Z2_MAX_BINS)
+        fmax = min(fmax, 0.5 / ft)
+        out.update(fmax_hz=fmax, binned_s=ft, note="search binned coarser than the frame time (FFT size cap); "
+                                                   "f_max lowered to 1 / (2 x bin)")
+        if fmax <= fmin:
+            out.update(z2=0.0, period_s=float("nan"), fap=1.0, n_trials=0, log10_fap=0.0)
+            return out
     nb = int(math.ceil(span / ft))
     edges = events.tstart + ft * np.arange(nb + 1)
     counts = np.histogram(t, edges)[0].astype(np.float64)

@@ -60,6 +60,9 @@ P0_LOOSE, P0_STRICT = 0.01, 0.001
 """Bayesian-blocks false-alarm probabilities: a change point at ``P0_LOOSE`` needs the PPAD
 variability test to confirm it; one at ``P0_STRICT`` stands on its own."""
 
+MIN_EVENTS_FOR_CLASS = 20
+"""Below this many 0.5-7 keV events a source's class is reported with a warning (too few to tell)."""
+
 PPAD_STRONG_Z = 5.0
 """The PPAD likelihood ratio alone makes a source variable when it is above every null
 simulation and this many null standard deviations above their mean."""
@@ -312,7 +315,8 @@ def analyse(model, observations: Sequence[Observation], *, steps: int = 30, lr: 
                      "frame_time_s": o.meta.get("frame_time"), "timesys": o.meta.get("timesys"),
                      "timeref": o.meta.get("timeref"), "mjdref": o.meta.get("mjdref"),
                      "ccd_ids": o.meta.get("ccd_ids"), "gti_gaps": o.meta.get("gti_gaps"),
-                     "order": o.meta.get("order"), "notes": o.meta.get("notes", [])}
+                     "order": o.meta.get("order"), "warnings": o.meta.get("warnings", []),
+                     "notes": o.meta.get("notes", [])}
         ppad: dict = {"z": enc.z[i].tolist(), "scale_counts_per_s": float(enc.scale[i]),
                       "n_events_0.5-7keV": int(enc.n_events[i]), "loss": float(enc.loss[i]),
                       "class": clf.classes[c], "class_probability": float(p[c]),
@@ -347,6 +351,9 @@ def analyse(model, observations: Sequence[Observation], *, steps: int = 30, lr: 
             ppad["anomaly_percentile"] = float(anomaly[1][i])
         span = o.source.span
         ppad["in_training_regime"] = bool(500 <= enc.n_events[i] <= 8000 and 20e3 <= span <= 120e3)
+        if enc.n_events[i] < MIN_EVENTS_FOR_CLASS:
+            res["warnings"] = [*res["warnings"], f"only {int(enc.n_events[i])} events in 0.5-7 keV: too few to "
+                               "tell variability, so 'constant' means no evidence of it"]
         res["ppad"] = ppad
         if with_baseline:
             res["baseline"] = baseline(o, seed=seed)

@@ -7,18 +7,29 @@ with its area ratio, and a ``meta`` dict recording every choice made.
 
 What it copes with:
 
-* column names in any case (``time``/``TIME``...); the EVENTS block found by name
-  (``EVENTS``) or, failing that, as the first table with a time column;
-* energy: the ``energy`` column in eV (``TUNIT`` ``eV``; ``keV`` honoured), else ``pi``
-  converted with an RMF's ``EBOUNDS`` (channel centre (E_MIN + E_MAX)/2) when ``rmf`` is
-  given, else the ACIS nominal 14.6 eV per channel (recorded in ``meta["energy_source"]``);
-* one GTI extension per CCD (keyword ``CCD_ID``): the source's GTIs are the
-  *intersection* of the GTIs of every CCD holding >= 1 % of its events (a dithered source
-  on a chip boundary is only fully exposed when both chips are on); a file with a single
-  GTI block without ``CCD_ID`` uses it for all chips;
-* frame time from ``TIMEDEL`` (not ``EXPTIME``); live-time fraction ``DTCOR`` (rates per
-  live second = counts / (good time x DTCOR)); the time system (``TIMESYS``, ``TIMEREF``,
+* column names in any case (``time``/``TIME``...); the EVENTS block found in any HDU by
+  EXTNAME or HDUNAME ``EVENTS`` or, failing that, as the first table with a time and an
+  energy or PI column; light curves, spectra, responses and images refused by name;
+* Chandra ACIS only: HRC (no event energies) and other missions (``TELESCOP``) refused
+  (:func:`check_instrument`);
+* energy: the ``energy`` column in eV (``TUNIT`` ``eV``; ``keV`` honoured; no unit and values
+  below 50: keV, warned), else ``pi`` converted with an RMF's ``EBOUNDS`` (channel centre
+  (E_MIN + E_MAX)/2) when ``rmf`` is given, else the ACIS nominal (pi - 0.5) x 14.6 eV
+  (warned); NaN energies dropped and counted (warned);
+* one GTI extension per CCD (CIAO: EXTNAME ``GTI``, HDUNAME ``GTI7``, keyword ``CCD_ID``; the
+  CCD is also read from names such as ``GTI7``, ``GTI_7``, ``STDGTI07``): the source's GTIs
+  are the *intersection* of the GTIs of every CCD holding >= 1 % of its events (a dithered
+  source on a chip boundary is only fully exposed when both chips are on); a GTI block
+  without a CCD applies to all chips; no GTI block: an error, or with ``missing_gti``
+  TSTART/TSTOP or the span of the event times (warned); GTIs that hold none of the selected
+  events: an error;
+* frame time from ``TIMEDEL`` (not ``EXPTIME``), with warned fallbacks
+  (:func:`frame_time_from_header`: continuous clocking 2.85 ms, ``EXPTIME`` + 41.04 ms, the
+  ``NROWS`` subarray default); live-time fraction ``DTCOR`` (rates per live second = counts /
+  (good time x DTCOR)); the time system (``TIMESYS``, ``TIMEREF``,
   ``MJDREF``/``MJDREFI+MJDREFF``, ``TIMEZERO``) recorded, barycentred times flagged;
+* a source region off the field, or on it without events: an error naming the position and
+  the events' sky extent; no region on a file whose events spread over > 30 arcsec: warned;
 * grating files (``tg_m``/``tg_part`` columns): ``order="zeroth"`` (default for a
   grating observation: ``tg_part == 0``), ``"dispersed"`` (``tg_part`` 1-3, ``|tg_m|`` >= 1,
   no spatial cut: the arms are not near the source in sky pixels), ``"first"``
@@ -35,8 +46,15 @@ What it copes with:
   pattern (16 arcsec ≈ 33 pixels) of a chip edge, where its rate is modulated at the
   dither periods (707 s and 1000 s for ACIS); the ``EXPOSURE`` keyword is compared with
   the GTIs (``chandra_test.fits`` says 18.3 ks for 945 s of data);
+* ``meta["warnings"]``: every assumption a user should know about (also in ``notes``);
+  ``simxray encode`` prints them on stderr;
 * truncated or corrupt files: :class:`~simxray.errors.FileFormatError` (one line, exit 2),
   from :func:`fits_problem`'s walk over the headers before astropy reads a byte of data.
+
+Length: one module for reading a real event file, because every check (the EVENTS and GTI
+blocks, the instrument, energies, frame time, regions, GTIs against the events) works on the
+same open HDU list and writes the same ``meta``/``warnings`` record that the report shows;
+splitting it would pass that state between modules.
 """
 
 from __future__ import annotations
@@ -199,15 +217,42 @@ def _colmap(hdu) -> dict[str, str]:
     return {n.lower(): n for n in hdu.columns.names}
 
 
+_NOT_EVENTS = {"LIGHTCURVE": "a binned light curve (e.g. a CSC lc3 file)", "RATE": "a binned light curve",
+               "SPECTRUM": "a spectrum (e.g. a CSC pha3 file)", "MATRIX": "a response matrix",
+               "SPECRESP MATRIX": "a response matrix", "EBOUNDS": "a response matrix",
+               "SPECRESP": "an effective-area (ARF) file"}
+
+
 def _events_hdu(hdul, path: Path):
+    """The EVENTS table: by EXTNAME/HDUNAME ``EVENTS`` (any case, any HDU), else the first
+    table with a time column and an energy or PI column that is not a GTI, light curve or
+    spectrum.  Other products (images, light curves, spectra, responses) are refused by name."""
     for h in hdul[1:]:
-        if h.name.upper() == "EVENTS":
+        names = {h.name.upper(), str(h.header.get("HDUNAME", "")).strip().upper()}
+        if "EVENTS" in names and getattr(h, "columns", None) is not None:
             return h
     for h in hdul[1:]:
-        if getattr(h, "columns", None) is not None and "time" in _colmap(h) and h.name.upper() != "GTI":
+        cols = getattr(h, "columns", None)
+        if cols is None:
+            continue
+        cm = _colmap(h)
+        kind = str(h.header.get("HDUCLAS1", "")).strip().upper()
+        if h.name.upper().startswith(("GTI", "STDGTI")) or h.name.upper() in _NOT_EVENTS or kind in _NOT_EVENTS:
+            continue
+        if "time" in cm and ("energy" in cm or "pi" in cm) and not {"rate", "counts", "count_rate"} & set(cm):
             return h
-    raise FileFormatError(f"no EVENTS extension (found {', '.join(h.name for h in hdul)})", path=path,
-                          field="EVENTS")
+    found = ", ".join(f"{h.name} ({'image' if getattr(h, 'columns', None) is None else 'table'})" for h in hdul)
+    for h in hdul:
+        kind = str(h.header.get("HDUCLAS1", "")).strip().upper()
+        what = _NOT_EVENTS.get(h.name.upper()) or _NOT_EVENTS.get(kind)
+        if what:
+            raise FileFormatError(f"this is {what}, not an event list (HDUs: {found}); expected an evt2 or "
+                                  "CSC regevt3 event file", path=path, field="EVENTS")
+    if all(getattr(h, "columns", None) is None for h in hdul):
+        raise FileFormatError(f"this is an image, not an event list (HDUs: {found}); expected an evt2 or CSC "
+                              "regevt3 event file", path=path, field="EVENTS")
+    raise FileFormatError(f"no EVENTS extension (found {found}); expected a table named EVENTS with time and "
+                          "energy or pi columns", path=path, field="EVENTS")
 
 
 def time_system(header) -> dict:
@@ -225,20 +270,43 @@ def time_system(header) -> dict:
             "barycentred": ref.upper() == "SOLARSYSTEM" or sys_.upper() == "TDB"}
 
 
+def _gti_ccd(h) -> int | None:
+    """The CCD of a GTI block: keyword ``CCD_ID``, else the digits of its EXTNAME or HDUNAME
+    (``GTI7``, ``GTI_7``: CIAO names the blocks EXTNAME ``GTI``, HDUNAME ``GTI7``)."""
+    ccd = h.header.get("CCD_ID")
+    if ccd is not None:
+        return int(ccd)
+    import re
+
+    for name in (h.name, str(h.header.get("HDUNAME", ""))):
+        m = re.fullmatch(r"(?:STD)?GTI_?(\d{1,2})", name.strip().upper())
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _is_gti(h) -> bool:
+    names = (h.name.upper(), str(h.header.get("HDUNAME", "")).strip().upper())
+    return (getattr(h, "columns", None) is not None
+            and (any(n.startswith(("GTI", "STDGTI")) for n in names)
+                 or str(h.header.get("HDUCLAS1", "")).strip().upper() == "GTI"))
+
+
 def _gti_blocks(hdul, path: Path) -> list[tuple[int | None, np.ndarray]]:
+    """Every GTI block (EXTNAME or HDUNAME ``GTI*``/``STDGTI*``, or HDUCLAS1 ``GTI``) with its
+    CCD (:func:`_gti_ccd`; None for a block that applies to all chips)."""
     out = []
     for h in hdul[1:]:
-        if not h.name.upper().startswith(("GTI", "STDGTI")):
+        if not _is_gti(h):
             continue
         cm = _colmap(h)
         if "start" not in cm or "stop" not in cm:
-            raise FileFormatError("GTI extension lacks START/STOP columns", path=path, field="GTI")
+            raise FileFormatError(f"GTI extension {h.name} lacks START/STOP columns", path=path, field="GTI")
         g = np.column_stack([np.asarray(h.data[cm["start"]], np.float64),
                              np.asarray(h.data[cm["stop"]], np.float64)]) if len(h.data) else np.zeros((0, 2))
         if np.any(~np.isfinite(g)) or np.any(g[:, 1] < g[:, 0]):
             raise FileFormatError("GTI rows must be finite with STOP >= START", path=path, field="GTI")
-        ccd = h.header.get("CCD_ID")
-        out.append((int(ccd) if ccd is not None else None, merge_gti(g)))
+        out.append((_gti_ccd(h), merge_gti(g)))
     return out
 
 
@@ -257,20 +325,51 @@ def intersect_gti(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array(out, np.float64).reshape(-1, 2)
 
 
-def _energy_kev(hdu, cm: dict, path: Path, rmf: str | os.PathLike | None) -> tuple[np.ndarray, str]:
+def check_instrument(hdul, hdr, path: Path) -> dict:
+    """Refuse what the reader cannot interpret; return TELESCOP and INSTRUME.
+
+    Non-Chandra event files (``TELESCOP`` other than CHANDRA/AXAF: XMM-Newton, Swift,
+    NuSTAR, eROSITA ... have other energy scales, frame times and sky pixels) and Chandra HRC
+    files (no event energies: HRC ``pi`` is not an energy scale, and PPAD's bands need
+    energies) are :class:`~simxray.errors.FileFormatError`.  A file without TELESCOP is read
+    as Chandra ACIS."""
+    prim = hdul[0].header
+    tel = str(hdr.get("TELESCOP", prim.get("TELESCOP", ""))).strip().upper()
+    inst = str(hdr.get("INSTRUME", prim.get("INSTRUME", ""))).strip().upper()
+    if tel and tel not in ("CHANDRA", "AXAF"):
+        raise FileFormatError(f"TELESCOP is {tel!r}: simxray reads Chandra ACIS event files only (energies, "
+                              "frame times, GTIs and sky pixels follow the CXC conventions)", path=path,
+                              field="EVENTS.TELESCOP")
+    if inst.startswith("HRC"):
+        raise FileFormatError(f"INSTRUME is {inst!r}: Chandra HRC event files are not supported (HRC has no "
+                              "event energies: its pi is not an energy scale, and PPAD's bands and the "
+                              "hardness ratios need ACIS energies)", path=path, field="EVENTS.INSTRUME")
+    return {"telescop": tel, "instrume": inst}
+
+
+def _energy_kev(hdu, cm: dict, path: Path, rmf: str | os.PathLike | None) -> tuple[np.ndarray, str, str | None]:
+    """Event energies (keV; may hold NaN), how they were obtained, and a warning or None."""
     data, hdr = hdu.data, hdu.header
     if "energy" in cm and rmf is None:
         idx = hdu.columns.names.index(cm["energy"]) + 1
-        unit = str(hdr.get(f"TUNIT{idx}", "eV")).strip().lower()
-        scale = 1.0 if unit == "kev" else 1e-3
-        return np.asarray(data[cm["energy"]], np.float64) * scale, f"energy column ({unit or 'eV'})"
+        raw = str(hdr.get(f"TUNIT{idx}", "")).strip()
+        e = np.asarray(data[cm["energy"]], np.float64)
+        unit = raw.lower()
+        if unit in ("kev", "kiloelectronvolt"):
+            return e, "energy column (keV)", None
+        if unit in ("ev", "electronvolt"):
+            return e * 1e-3, "energy column (eV)", None
+        fin = e[np.isfinite(e)]
+        if not unit and fin.size and np.quantile(fin, 0.99) < 50.0:
+            return e, "energy column (no TUNIT; values < 50: keV)", (
+                "the energy column has no unit (TUNIT) and its values are below 50: read as keV")
+        if unit:
+            raise FileFormatError(f"energy unit {raw!r} not understood; expected TUNIT eV or keV", path=path,
+                                  field=f"EVENTS.{cm['energy']}")
+        return e * 1e-3, "energy column (no TUNIT: eV, the CXC convention)", None
     if "pi" not in cm:
         raise FileFormatError("neither an ENERGY nor a PI column; cannot assign energy bands", path=path,
                               field="EVENTS.ENERGY")
-    if str(hdr.get("INSTRUME", "")).strip().upper().startswith("HRC") and rmf is None:
-        raise FileFormatError("an HRC event file has no usable event energies (HRC pi is not an energy "
-                              "scale); PPAD's bands need ACIS energies or an RMF (--rmf)", path=path,
-                              field="EVENTS.PI")
     pi = np.asarray(data[cm["pi"]], np.int64)
     if rmf is not None:
         from ..io.ogip import read_rmf
@@ -282,8 +381,10 @@ def _energy_kev(hdu, cm: dict, path: Path, rmf: str | os.PathLike | None) -> tup
         if np.any(bad):
             raise FileFormatError(f"{int(bad.sum())} PI values outside the RMF's channels "
                                   f"{r.offset}..{r.offset + mid.size - 1}", path=path, field="EVENTS.PI")
-        return mid[k], f"pi via EBOUNDS of {Path(rmf).name}"
-    return (pi - 0.5) * ACIS_PI_KEV, "pi x 14.6 eV (ACIS nominal; pass an RMF for its EBOUNDS)"
+        return mid[k], f"pi via EBOUNDS of {Path(rmf).name}", None
+    return ((pi - 0.5) * ACIS_PI_KEV, "pi x 14.6 eV (ACIS nominal; pass an RMF for its EBOUNDS)",
+            "no energy column: energies are the ACIS nominal PI channel centres, (pi - 0.5) x 14.6 eV; "
+            "pass the observation's RMF (--rmf) to use its EBOUNDS")
 
 
 def _parse_order(order: str) -> str:
@@ -307,7 +408,9 @@ def read_observation(path: str | os.PathLike, *, ra: float | None = None, dec: f
     bkg : (inner, outer) annulus radii (arcsec) around the source centre.
     order : grating order selection (``auto`` = zeroth for grating files).
     rmf : RMF whose EBOUNDS convert PI to energy (used instead of an energy column).
-    missing_gti : ``"error"`` or ``"header"`` (TSTART/TSTOP) when there is no GTI block.
+    missing_gti : without a GTI block: ``"error"``, ``"header"`` (TSTART/TSTOP, or the span of the
+        event times when those keywords are missing) or ``"events"`` (the span of the event times);
+        the last two are warned (``meta["warnings"]``).
     """
     p = Path(path)
     order = _parse_order(order)
@@ -317,6 +420,9 @@ def read_observation(path: str | os.PathLike, *, ra: float | None = None, dec: f
         raise ParameterError("give either --ra/--dec or --region, not both", field="--region")
     if not radius > 0:
         raise ParameterError(f"must be > 0 arcsec, got {radius}", field="--radius")
+    if ra is not None and not (math.isfinite(ra) and math.isfinite(dec) and -90.0 <= dec <= 90.0):
+        raise ParameterError(f"RA/Dec must be finite degrees with -90 <= Dec <= 90, got {ra}, {dec}",
+                             field="--ra/--dec")
     hdul = open_fits_checked(p)
     try:
         with hdul:
@@ -335,36 +441,120 @@ def read_observation(path: str | os.PathLike, *, ra: float | None = None, dec: f
     return obs
 
 
+ACIS_TRANSFER_S = 0.04104
+"""ACIS frame-store transfer time (s) added to the exposure time of every TE frame."""
+
+ACIS_CC_FRAME_S = 0.00285
+"""ACIS continuous-clocking (CC) frame time (s): one row read every 2.85 ms."""
+
+ACIS_SUBARRAY_EXPTIME_S = {1024: 3.2, 512: 1.5, 256: 0.8, 128: 0.4}
+"""Default exposure times (s) of ACIS full frame and the 1/2, 1/4, 1/8 subarrays (rows NROWS)
+(Chandra Proposers' Observatory Guide, ACIS chapter)."""
+
+
+def frame_time_from_header(hdr) -> tuple[float, str, str | None]:
+    """Frame time (s), its source and a warning (None when ``TIMEDEL`` is present).
+
+    ``TIMEDEL``; else continuous clocking (``READMODE`` CONTINUOUS or a ``CC*`` DATAMODE) 2.85 ms;
+    else ``EXPTIME`` + 41.04 ms; else the default exposure of the subarray (``NROWS``) + 41.04 ms;
+    else the 3.24104 s full frame."""
+    readmode = str(hdr.get("READMODE", "")).strip().upper()
+    datamode = str(hdr.get("DATAMODE", "")).strip().upper()
+    if "TIMEDEL" in hdr and float(hdr["TIMEDEL"]) > 0:
+        return float(hdr["TIMEDEL"]), "TIMEDEL", None
+    if readmode.startswith("CONTINUOUS") or datamode.startswith("CC"):
+        return ACIS_CC_FRAME_S, "continuous clocking (READMODE/DATAMODE)", (
+            "no TIMEDEL keyword: continuous-clocking frame time 2.85 ms assumed")
+    if "EXPTIME" in hdr and float(hdr["EXPTIME"]) > 0:
+        ft = float(hdr["EXPTIME"]) + ACIS_TRANSFER_S
+        return ft, "EXPTIME + 41.04 ms", f"no TIMEDEL keyword: frame time = EXPTIME + 41.04 ms = {ft:.5f} s"
+    nrows = hdr.get("NROWS")
+    if nrows is not None and int(nrows) in ACIS_SUBARRAY_EXPTIME_S:
+        ft = ACIS_SUBARRAY_EXPTIME_S[int(nrows)] + ACIS_TRANSFER_S
+        return ft, f"default exposure of a {int(nrows)}-row subarray + 41.04 ms", (
+            f"no TIMEDEL or EXPTIME: assumed the default {int(nrows)}-row frame time {ft:.5f} s")
+    return 3.24104, "default ACIS full frame", "no TIMEDEL, EXPTIME or NROWS: assumed the 3.24104 s ACIS full frame"
+
+
+def _check_region_on_field(reg: Region, x: np.ndarray, y: np.ndarray, wcs: SkyWCS | None, n_in: int,
+                           p: Path) -> None:
+    """Refuse a source region without events: off the events' sky extent, or on it but empty."""
+    if n_in > 0:
+        return
+    cx, cy = reg.centre
+    r = max(max(sh.r) for sh in reg.shapes if not sh.exclude)
+    ok = np.isfinite(x) & np.isfinite(y)
+    where = f"sky pixel ({cx:.1f}, {cy:.1f})"
+    if wcs is not None:
+        cra, cdec = wcs.to_world(cx, cy)
+        where = f"RA {float(cra):.5f} Dec {float(cdec):.5f} ({where[4:]})"
+    if not ok.any():
+        raise FileFormatError(f"no event has a finite sky position; cannot select the source region at {where}",
+                              path=p, field="EVENTS.x")
+    x0, x1, y0, y1 = x[ok].min(), x[ok].max(), y[ok].min(), y[ok].max()
+    off = cx + r < x0 or cx - r > x1 or cy + r < y0 or cy - r > y1
+    scale = wcs.arcsec_per_pixel if wcs is not None else float("nan")
+    if off:
+        raise FileFormatError(f"the source region at {where} lies off the field: the events cover sky x "
+                              f"{x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f} pixels ({(x1 - x0) * scale:.0f} x "
+                              f"{(y1 - y0) * scale:.0f} arcsec); expected a position inside it", path=p,
+                              field="--ra/--dec")
+    raise FileFormatError(f"no events in the source region at {where} (inside the field); PPAD needs events "
+                          "to encode: check the position, or use a larger --radius", path=p, field="--ra/--dec")
+
+
 def _read(hdul, p: Path, ra, dec, radius, region, bkg, order, rmf, missing_gti) -> Observation:
+    if missing_gti not in ("error", "header", "events"):
+        raise ParameterError(f"missing_gti must be error, header or events, got {missing_gti!r}",
+                             field="missing_gti")
     ev = _events_hdu(hdul, p)
     hdr = ev.header
     data = ev.data
     if data is None or len(ev.columns) == 0:
         raise FileFormatError("EVENTS extension has no table", path=p, field="EVENTS")
+    ids = check_instrument(hdul, hdr, p)
     cm = _colmap(ev)
     if "time" not in cm:
         raise FileFormatError("no TIME column", path=p, field="EVENTS.TIME")
     time = np.asarray(data[cm["time"]], np.float64)
     if not np.all(np.isfinite(time)):
         raise FileFormatError("TIME contains NaN or infinite values", path=p, field="EVENTS.TIME")
-    energy, energy_source = _energy_kev(ev, cm, p, rmf)
+    energy, energy_source, e_warn = _energy_kev(ev, cm, p, rmf)
     n_file = int(time.size)
     keep = np.ones(n_file, bool)
     meta: dict = {"path": str(p), "n_events_file": n_file, "energy_source": energy_source,
                   "object": str(hdr.get("OBJECT", "")).strip(), "obs_id": str(hdr.get("OBS_ID", "")).strip(),
                   "instrument": str(hdr.get("INSTRUME", "")).strip(), "detnam": str(hdr.get("DETNAM", "")).strip(),
                   "grating": str(hdr.get("GRATING", "NONE")).strip(), "readmode": str(hdr.get("READMODE", "")).strip(),
-                  "datamode": str(hdr.get("DATAMODE", "")).strip(), **time_system(hdr), "notes": []}
+                  "datamode": str(hdr.get("DATAMODE", "")).strip(), "telescop": ids["telescop"],
+                  "extname": ev.name, "content": str(hdr.get("CONTENT", "")).strip(),
+                  "creator": str(hdr.get("CREATOR", "")).strip(), "ascdsver": str(hdr.get("ASCDSVER", "")).strip(),
+                  "timepixr": float(hdr.get("TIMEPIXR", 0.5)), **time_system(hdr), "notes": [], "warnings": []}
     notes: list[str] = meta["notes"]
+    warns: list[str] = meta["warnings"]
+
+    def warn(msg: str) -> None:
+        warns.append(msg)
+        notes.append(msg)
+
+    if e_warn:
+        warn(e_warn)
+    bad_e = ~np.isfinite(energy)
+    if bad_e.all():
+        raise FileFormatError(f"all {n_file} event energies are NaN or infinite", path=p, field="EVENTS.ENERGY")
+    if bad_e.any():
+        keep &= ~bad_e
+        meta["n_bad_energy"] = int(bad_e.sum())
+        warn(f"{int(bad_e.sum())} events with NaN or infinite energy dropped")
+        energy = np.where(bad_e, 0.0, energy)
+    if meta["content"].upper() == "EVT1" or str(hdr.get("HDUCLAS2", "")).strip().upper() == "ALL":
+        warn("a level-1 event file (CONTENT EVT1): events are not filtered on grade, status or GTI as in "
+             "an evt2; use the evt2 (or chandra_repro's output) for science")
     # ---- frame time, dead time
-    if "TIMEDEL" in hdr:
-        frame_time, meta["frame_time_source"] = float(hdr["TIMEDEL"]), "TIMEDEL"
-    elif "EXPTIME" in hdr:
-        frame_time, meta["frame_time_source"] = float(hdr["EXPTIME"]) + 0.04104, "EXPTIME + 41.04 ms"
-        notes.append("no TIMEDEL keyword: frame time = EXPTIME + 41.04 ms")
-    else:
-        frame_time, meta["frame_time_source"] = 3.24104, "default ACIS full frame"
-        notes.append("no TIMEDEL or EXPTIME: assumed the 3.24104 s ACIS full frame")
+    frame_time, meta["frame_time_source"], ft_warn = frame_time_from_header(hdr)
+    if ft_warn:
+        warn(ft_warn)
+    meta["continuous_clocking"] = bool(frame_time < 0.01 or meta["readmode"].upper().startswith("CONTINUOUS"))
     meta["frame_time"] = frame_time
     meta["dtcor"] = float(hdr.get("DTCOR", 1.0))
     # ---- grating orders
@@ -443,11 +633,27 @@ def _read(hdul, p: Path, ra, dec, radius, region, bkg, order, rmf, missing_gti) 
         meta["selection"] = "whole file"
         notes.append("no source region given: every event in the file is treated as one source "
                      "(right for a cut-out such as *_sgra_evt2.fits)")
+        if "x" in cm and "y" in cm and wcs is not None and (keep).sum() > 20:
+            xs = np.asarray(data[cm["x"]], np.float64)[keep]
+            ys = np.asarray(data[cm["y"]], np.float64)[keep]
+            ok = np.isfinite(xs) & np.isfinite(ys)
+            if ok.sum() > 20:
+                ext = [float(np.subtract(*np.quantile(v[ok], [0.95, 0.05]))) * wcs.arcsec_per_pixel for v in (xs, ys)]
+                meta["sky_extent_arcsec"] = ext
+                if max(ext) > 30.0:
+                    warn(f"no source region given, but the events cover {ext[0]:.0f} x {ext[1]:.0f} arcsec (5-95 %): "
+                         "every source in the field is analysed as one; give --ra/--dec or --region to select one")
         if "regevt3" in p.name.lower() or any(h.name.upper() == "MASK" for h in hdul[1:]):
             notes.append("a CSC regevt3 file holds the whole background region of interest around the "
                          "source: pass its reg3 file (--region) to select the source and background")
     src_mask = keep & in_src
     meta["n_events_region"] = int(src_mask.sum())
+    if src_reg is not None and not dispersed:
+        _check_region_on_field(src_reg, x[keep], y[keep], wcs, int(src_mask.sum()), p)
+        if meta["continuous_clocking"]:
+            warn("continuous-clocking (CC) mode: the position along the readout column is not measured, so "
+                 "a point source's events lie along a streak in sky coordinates; a circle keeps only part of "
+                 "them (use a box or rotbox region along the streak)")
     # ---- CCDs and GTIs
     ccd = np.asarray(data[cm["ccd_id"]], np.int64) if "ccd_id" in cm else None
     blocks = _gti_blocks(hdul, p)
@@ -459,9 +665,15 @@ def _read(hdul, p: Path, ra, dec, radius, region, bkg, order, rmf, missing_gti) 
     else:
         src_ccds = []
     meta["ccd_ids"] = src_ccds
-    meta["gti_per_ccd"] = {str(c): g.tolist() for c, g in blocks if c is not None}
+    meta["gti_per_ccd"] = {}
+    for c, g in blocks:
+        if c is not None:
+            meta["gti_per_ccd"].setdefault(str(c), []).extend(g.tolist())
     if blocks:
-        by_ccd = {c: g for c, g in blocks if c is not None}
+        by_ccd: dict[int, np.ndarray] = {}
+        for c, g in blocks:               # a CSC stack regevt3 has one block per CCD per ObsID: union
+            if c is not None:
+                by_ccd[c] = merge_gti(np.concatenate([by_ccd[c], g])) if c in by_ccd else g
         generic = [g for c, g in blocks if c is None]
         chosen_g = []
         for c in src_ccds:
@@ -472,21 +684,29 @@ def _read(hdul, p: Path, ra, dec, radius, region, bkg, order, rmf, missing_gti) 
                 chosen_g = [merge_gti(np.concatenate(generic))]
             else:
                 chosen_g = [merge_gti(np.concatenate([g for _, g in blocks]))]
-                notes.append(f"no GTI block for CCD {src_ccds}; used the union of all GTI blocks")
+                warn(f"no GTI block for CCD {src_ccds}; used the union of all GTI blocks")
         gti = chosen_g[0]
         for g in chosen_g[1:]:
             gti = intersect_gti(gti, g)
         meta["gti_source"] = (f"GTI of CCD {src_ccds[0]}" if len(chosen_g) == 1 and src_ccds else
                               f"intersection of the GTIs of CCDs {src_ccds}" if len(chosen_g) > 1 else "GTI")
-    elif missing_gti == "header":
-        if "TSTART" not in hdr or "TSTOP" not in hdr:
-            raise FileFormatError("no GTI extension and no TSTART/TSTOP keywords", path=p, field="GTI")
+    elif missing_gti == "header" and "TSTART" in hdr and "TSTOP" in hdr:
         gti = np.array([[float(hdr["TSTART"]), float(hdr["TSTOP"])]])
         meta["gti_source"] = "TSTART/TSTOP (no GTI extension)"
-        notes.append("no GTI extension: used TSTART-TSTOP")
+        warn("no GTI extension: the good time is TSTART-TSTOP, so gaps in the observation (if any) count as "
+             "exposure")
+    elif missing_gti in ("header", "events"):
+        if not n_file:
+            raise FileFormatError("no GTI extension, no TSTART/TSTOP and no events to take a span from",
+                                  path=p, field="GTI")
+        half = 0.5 * frame_time
+        gti = np.array([[float(time.min()) - half, float(time.max()) + half]])
+        meta["gti_source"] = "span of the event times (no GTI extension)"
+        warn(f"no GTI extension{'' if missing_gti == 'events' else ' and no TSTART/TSTOP'}: the good time is "
+             "the span of the event times (first - last event, +- half a frame), gaps count as exposure")
     else:
-        raise FileFormatError("no GTI extension (pass --gti-from-header to use TSTART-TSTOP)", path=p,
-                              field="GTI")
+        raise FileFormatError("no GTI extension (pass --gti-from-header to use TSTART-TSTOP, or the span of "
+                              "the event times when those keywords are missing too)", path=p, field="GTI")
     if len(gti) == 0:
         raise FileFormatError(f"the GTIs of CCDs {src_ccds} do not overlap", path=p, field="GTI")
     gaps = gti[1:, 0] - gti[:-1, 1]
@@ -531,7 +751,18 @@ def _read(hdul, p: Path, ra, dec, radius, region, bkg, order, rmf, missing_gti) 
         meta["backscal"] = backscal
         meta["n_events_background"] = back.n_events
     if "n_outside_gti" in src.meta:
-        meta["n_outside_gti"] = src.meta["n_outside_gti"]
+        n_out = int(src.meta["n_outside_gti"])
+        meta["n_outside_gti"] = n_out
+        n_sel = int(src_mask.sum())
+        if n_out == n_sel:
+            t_sel = time[src_mask]
+            raise FileFormatError(f"none of the {n_sel} selected events lies inside the GTIs (events "
+                                  f"{t_sel.min():.1f}-{t_sel.max():.1f} s, GTIs {gti[0, 0]:.1f}-{gti[-1, 1]:.1f} s); "
+                                  "expected GTIs that cover the events (wrong GTI block, or shifted times?)",
+                                  path=p, field="GTI")
+        if n_out > 0.01 * n_sel:
+            warn(f"{n_out} of {n_sel} selected events ({100 * n_out / n_sel:.1f} %) lie outside the GTIs and were "
+                 "dropped")
     src.meta = meta
     return Observation(src, back, backscal, meta)
 
@@ -557,7 +788,7 @@ def find_point_sources(path: str | os.PathLike, *, min_counts: int = 30, cell_ar
                     raise FileFormatError(f"no {need} column", path=p, field=f"EVENTS.{need}")
             xi, yi = ev.columns.names.index(cm["x"]) + 1, ev.columns.names.index(cm["y"]) + 1
             wcs = SkyWCS.from_header(ev.header, xi, yi, path=str(p))
-            e, _ = _energy_kev(ev, cm, p, None)
+            e, _, _ = _energy_kev(ev, cm, p, None)
             sel = (e >= band[0]) & (e < band[1])
             x = np.asarray(ev.data[cm["x"]], np.float64)[sel]
             y = np.asarray(ev.data[cm["y"]], np.float64)[sel]
@@ -597,4 +828,5 @@ def find_point_sources(path: str | os.PathLike, *, min_counts: int = 30, cell_ar
 
 
 __all__ = ["Observation", "read_observation", "find_point_sources", "fits_problem", "open_fits_checked", "intersect_gti",
-           "time_system", "SGR_A_STAR", "SGR_J1745_2900", "DITHER_PERIODS_S"]
+           "time_system", "check_instrument", "frame_time_from_header", "SGR_A_STAR", "SGR_J1745_2900",
+           "DITHER_PERIODS_S"]

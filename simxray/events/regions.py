@@ -237,7 +237,8 @@ _SHAPE_RE = re.compile(r"^([+-]?)\s*(circle|annulus|ellipse|box|rotbox)\s*\(([^)
 
 
 def parse_ds9(text: str, wcs: SkyWCS | None, *, path: str | None = None) -> Region:
-    """A ds9/CIAO text region (one or more shapes; fk5/icrs/physical/image systems)."""
+    """A ds9/CIAO text region (one or more shapes; fk5/icrs/physical systems; ``image``, which
+    depends on the display binning, galactic and ecliptic are refused)."""
     shapes: list[Shape] = []
     system = "physical"
     for raw in text.replace(";", "\n").splitlines():
@@ -257,6 +258,10 @@ def parse_ds9(text: str, wcs: SkyWCS | None, *, path: str | None = None) -> Regi
         if system in ("galactic", "ecliptic"):
             raise FileFormatError(f"region system {system!r} is not supported (use fk5/icrs or physical)",
                                   path=path, field="region")
+        if system == "image":
+            raise FileFormatError("region system 'image' depends on how ds9 binned and cropped the image it "
+                                  "was drawn on; save the region in fk5 or physical coordinates", path=path,
+                                  field="region")
         if len(args) < 3:
             raise FileFormatError(f"region {line!r} has too few arguments", path=path, field="region")
         try:
@@ -333,6 +338,16 @@ def read_region(path: str | os.PathLike, wcs: SkyWCS | None = None) -> tuple[Reg
     if not p.is_file():
         raise FileFormatError("region file not found", path=p, field="--region")
     head = p.read_bytes()[:80]
+    gz = head[:2] == b"\x1f\x8b"                 # CSC products are downloaded gzipped (reg3.fits.gz)
+    if gz:
+        import gzip
+        import zlib
+
+        try:
+            with gzip.open(p, "rb") as fh:
+                head = fh.read(80)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FileFormatError(f"corrupt gzip stream ({exc})", path=p, field="--region") from None
     if head.startswith(b"SIMPLE"):
         from astropy.io import fits
 
@@ -363,8 +378,14 @@ def read_region(path: str | os.PathLike, wcs: SkyWCS | None = None) -> tuple[Reg
             raise FileFormatError("region table has no rows", path=p, field="region")
         return Region(src, f"FITS region {p.name}"), (Region(bkg, f"FITS background {p.name}") if bkg else None)
     try:
-        text = p.read_text()
-    except UnicodeDecodeError:
+        if gz:
+            import gzip
+
+            with gzip.open(p, "rt") as fh:
+                text = fh.read()
+        else:
+            text = p.read_text()
+    except (UnicodeDecodeError, OSError, EOFError):
         raise FileFormatError("neither a FITS nor a text region file", path=p, field="region") from None
     return parse_ds9(text, wcs, path=str(p)), None
 

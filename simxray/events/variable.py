@@ -76,7 +76,8 @@ class FlareSetup:
         """
         names = {f.name for f in fields(EventSimConfig)}
         want = {"frame_time": self.frame_time_s, "psf": self.psf, "psf_sigma_arcsec": self.psf_sigma_arcsec,
-                "transfer_time": 0.0, "dither_amplitude_arcsec": 0.0, "grading": "cloud"}
+                "transfer_time": 0.0, "dither_amplitude_arcsec": 0.0, "grading": "cloud",
+                "engine": "dense"}   # the engine of the recorded results: same events per seed
         return EventSimConfig(**{k: v for k, v in want.items() if k in names})
 
     def to_dict(self) -> dict:

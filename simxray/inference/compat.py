@@ -1,6 +1,11 @@
 """Whether a spectrum belongs to a trained network (posterior or emulator): the response
 files (sha256), exposure, frame time and channel count it was trained for.
 
+A network trained on a campaign that draws the exposure and frame time per simulation
+(``config["covariates"]``) accepts an observation whose exposure lies inside the trained
+range and whose frame time is one of the trained values (rel. tol. 1e-3) or inside a
+trained range; the others need equality within :data:`REL_TOL`.
+
 A leaf module (no import of the fitting layer), shared by the networks and by
 :mod:`simxray.inference.fitting`.
 """
@@ -46,12 +51,19 @@ def check_compatibility(cfg: dict, spec) -> list[str]:
             problems.append(f"{key.upper()} {name} differs from the {key.upper()} the posterior "
                             f"was trained with ({resp[key].get('name', '?')}, sha256 "
                             f"{want[:12]}...)")
+    dists = (cfg.get("covariates") or {}).get("distributions") or {}
+    if dists:
+        from ..simulator.covariates import mismatch
+
+        problems += mismatch(dists, spec.exposure, spec.frame_time)
     exp = cfg.get("exposure")
-    if exp and spec.exposure and abs(spec.exposure / float(exp) - 1.0) > REL_TOL:
+    if "exposure" not in dists and exp and spec.exposure and \
+            abs(spec.exposure / float(exp) - 1.0) > REL_TOL:
         problems.append(f"exposure {spec.exposure:.6g} s differs from the posterior's "
                         f"{float(exp):.6g} s")
     ft = cfg.get("frame_time")
-    if ft and spec.frame_time and abs(spec.frame_time / float(ft) - 1.0) > REL_TOL:
+    if "frame_time" not in dists and ft and spec.frame_time and \
+            abs(spec.frame_time / float(ft) - 1.0) > REL_TOL:
         problems.append(f"frame time {spec.frame_time:.6g} s differs from the posterior's "
                         f"{float(ft):.6g} s")
     return problems
@@ -89,4 +101,46 @@ def select_channels(cfg: dict, spec) -> np.ndarray:
     return x
 
 
-__all__ = ["check_compatibility", "select_channels"]
+def observation_covariates(cfg: dict, spec) -> np.ndarray:
+    """The observation's covariates (K,) in the network's order (``config["covariates"]
+    ["names"]``: exposure = the PHA's EXPOSURE, frame time = TIMEDEL or the frame time the
+    observation was given), s; empty for a network without covariates."""
+    names = (cfg.get("covariates") or {}).get("names") or []
+    out = []
+    for n in names:
+        v = getattr(spec, n, None)
+        if v is None or not np.isfinite(float(v)) or float(v) <= 0:
+            raise ResponseMismatchError(f"the network conditions on the {n.replace('_', ' ')}; "
+                                        "the spectrum has none (set it, e.g. frame_time=...)",
+                                        path=str(getattr(spec, "path", "")), field=n.upper())
+        out.append(float(v))
+    return np.asarray(out, dtype=float)
+
+
+def network_input(cfg: dict, counts: np.ndarray, spec=None, covariates=None) -> np.ndarray:
+    """Counts (..., C) followed by the covariates the network conditions on (..., C + K):
+    ``covariates`` ({name: s} or a sequence in the network's order), else those of ``spec``
+    (:func:`observation_covariates`).  Counts unchanged for a network without covariates."""
+    names = (cfg.get("covariates") or {}).get("names") or []
+    x = np.asarray(counts, dtype=float)
+    if not names:
+        return x
+    if covariates is None:
+        if spec is None:
+            raise ResponseMismatchError(f"the network conditions on {', '.join(names)} (s); pass "
+                                        "covariates={" + ", ".join(f"'{n}': ..." for n in names)
+                                        + "}", field="covariates")
+        c = observation_covariates(cfg, spec)
+    elif isinstance(covariates, dict):
+        missing = [n for n in names if n not in covariates]
+        if missing:
+            raise ResponseMismatchError(f"missing covariate {missing[0]!r}; the network "
+                                        f"conditions on {', '.join(names)} (s)", field="covariates")
+        c = np.asarray([float(covariates[n]) for n in names])
+    else:
+        c = np.asarray(covariates, dtype=float)
+    c = np.broadcast_to(c, x.shape[:-1] + (len(names),))
+    return np.concatenate([x, c], axis=-1)
+
+
+__all__ = ["check_compatibility", "network_input", "observation_covariates", "select_channels"]

@@ -284,6 +284,8 @@ def validate(posterior_dir, n: int = 500, n_samples: int = 1000, seed: int = 202
                 "simulations repeat training spectra")
         sims = sim.sample(n, rng)
         thetas, xs = sims["theta"], sims["counts"]
+        if "covariates" in sims:          # the network conditions on each row's observation
+            xs = np.concatenate([xs, sims["covariates"]], axis=1)
         source = {"simulated": n, "seed": seed}
     t_sim = time.perf_counter()
     torch.manual_seed(seed)
@@ -390,9 +392,13 @@ def simulator_for(cfg: dict):
     if sim.channels != [int(c) for c in cfg["channels"]]:
         raise ConfigError(f"the simulator's channels {sim.channels} differ from the posterior's "
                           f"{cfg['channels']}", field="channels")
+    names = (cfg.get("covariates") or {}).get("names") or []
+    if list(names) != sim.covariate_names:
+        raise ConfigError(f"the simulator's covariates {sim.covariate_names} differ from the "
+                          f"posterior's {list(names)}", field="covariates")
     return Simulator(sim.model, prior, sim.response, channel_slice=sim.slice, pileup=sim.pileup,
                      background_mu=sim.background_mu, files=sim.files,
-                     pileup_grid=sim.pileup_grid, name=sim.name)
+                     pileup_grid=sim.pileup_grid, name=sim.name, covariates=sim.covariates)
 
 
 def _dataset_rows(path: str, cfg: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -409,13 +415,20 @@ def _dataset_rows(path: str, cfg: dict, n: int) -> tuple[np.ndarray, np.ndarray]
             th = np.asarray(f["theta"][:n], dtype=float)
             x = np.asarray(f["counts"][:n], dtype=float)
             names = [str(v) for v in f["theta"].attrs.get("names", [])]
+            want = (cfg.get("covariates") or {}).get("names") or []
+            if want:
+                have = [str(v) for v in f["covariates"].attrs["names"]] if "covariates" in f else []
+                if have != list(want):
+                    raise FileFormatError(f"covariates {have} differ from the posterior's "
+                                          f"{list(want)}", path=path, field="covariates")
+                x = np.concatenate([x, np.asarray(f["covariates"][:n], dtype=float)], axis=1)
     except (OSError, KeyError) as exc:
         raise FileFormatError(f"cannot read theta/counts ({exc.__class__.__name__})",
                               path=path) from None
     if names and names != list(cfg["parameters"]):
         raise FileFormatError(f"parameters {names} differ from the posterior's "
                               f"{cfg['parameters']}", path=path, field="theta")
-    if x.shape[1] != int(cfg["n_channels"]):
+    if x.shape[1] - len((cfg.get("covariates") or {}).get("names") or []) != int(cfg["n_channels"]):
         raise FileFormatError(f"{x.shape[1]} channels; the posterior expects {cfg['n_channels']}",
                               path=path, field="counts")
     return th, x

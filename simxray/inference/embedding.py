@@ -179,6 +179,42 @@ def build_embedding(spec: dict, n_channels: int) -> nn.Module:
     return cls(n_channels, **spec)
 
 
+class CovariateEmbedding(nn.Module):
+    """An embedding of counts plus observation covariates (exposure, frame time in s).
+
+    Input (B, C + K): the C channel counts followed by the K covariates; output: the base
+    embedding of the counts (``features`` numbers) followed by the standardised log
+    covariates, (B, features + K).  The covariates' mean and sd of log value are buffers
+    measured on the training set (:meth:`fit`).
+    """
+
+    def __init__(self, base: nn.Module, n_channels: int, names: list[str]):
+        super().__init__()
+        self.base = base
+        self.n_channels = int(n_channels)
+        self.names = list(names)
+        k = len(self.names)
+        self.register_buffer("mean", torch.zeros(k))
+        self.register_buffer("std", torch.ones(k))
+
+    @property
+    def norm(self) -> nn.Module:
+        """The base embedding's channel standardisation."""
+        return self.base.norm
+
+    @torch.no_grad()
+    def fit(self, covariates: Tensor) -> None:
+        """Mean and sd (floored at 1e-3) of log covariates (N, K) from the training set."""
+        z = torch.log(covariates.double().clamp_min(1e-30))
+        self.mean.copy_(z.mean(0).float())
+        self.std.copy_(z.std(0).clamp_min(1e-3).float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        counts, cov = x[..., :self.n_channels], x[..., self.n_channels:]
+        z = (torch.log(cov.clamp_min(1e-30)) - self.mean) / self.std
+        return torch.cat([self.base(counts), z], dim=-1)
+
+
 def n_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -189,5 +225,5 @@ def receptive_summary(spec: dict) -> str:
     return f"{spec.get('type', 'cnn')}/{spec.get('transform', 'anscombe')}/{spec.get('features', 32)}"
 
 
-__all__ = ["build_embedding", "CNNEmbedding", "ResNetEmbedding", "MLPEmbedding", "Standardise",
+__all__ = ["build_embedding", "CovariateEmbedding", "CNNEmbedding", "ResNetEmbedding", "MLPEmbedding", "Standardise",
            "stabilise", "n_parameters", "receptive_summary"]

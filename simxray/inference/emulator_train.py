@@ -67,6 +67,11 @@ def _read_training_data(path: str | os.PathLike, n_rows: int | None) -> dict:
             n = int(f.attrs["n_done"])
             if n_rows:
                 n = min(n, int(n_rows))
+            if "covariates" in f:
+                raise FileFormatError(
+                    "draws the exposure and frame time per simulation (dataset 'covariates'); "
+                    "the emulator is trained for one observing mode: simulate a campaign with "
+                    "a fixed exposure and frame_time", path=str(p), field="covariates")
             data = {k: f[k][:n] for k in ("theta", "mu", "pileup_fraction") if k in f}
             data["names"] = [str(x) for x in f["theta"].attrs["names"]]
             for k in ("channel", "e_min", "e_max"):

@@ -71,6 +71,15 @@ def _same_prior(a: dict, b: dict, rtol: float = 1e-6) -> str | None:
     return None
 
 
+def _per_observation(cfg: dict, prior: dict) -> dict:
+    """A prior description without ``pileup.ftime`` when the network takes the frame time as
+    a covariate (each observation's own frame time, not a prior setting)."""
+    if "frame_time" not in ((cfg.get("covariates") or {}).get("names") or []):
+        return prior
+    pars = prior.get("parameters", []) if isinstance(prior, dict) else prior
+    return {"parameters": [d for d in pars if d.get("name") != "pileup.ftime"]}
+
+
 def network_mismatch(cfg: dict, problem: FitProblem) -> list[str]:
     """Reasons why a trained posterior/emulator (its config.json) does not belong to this
     fitting problem (empty: it matches)."""
@@ -86,7 +95,8 @@ def network_mismatch(cfg: dict, problem: FitProblem) -> list[str]:
                    f"{problem.obs.noticed_channels[1]}")
     elif not problem.inner.all():
         out.append("the noticed channels have holes (bad QUALITY or ignored ranges)")
-    d = _same_prior(cfg.get("prior") or {}, problem.prior.to_dict())
+    d = _same_prior(_per_observation(cfg, cfg.get("prior") or {}),
+                    _per_observation(cfg, problem.prior.to_dict()))
     if d:
         out.append(f"prior differs ({d})")
     return out
@@ -162,11 +172,13 @@ def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, dev
     exact posterior when Pareto k̂ < 0.7, and ``checks.importance`` says whether they are."""
     import torch
 
+    from .compat import network_input
     from .saving import load_posterior
     from .saving import read_posterior_config as load_config
 
     cfg = load_config(post_dir)
-    x = problem.obs.counts[problem.slice]
+    # counts, then the observation's exposure and frame time when the network conditions on them
+    x = network_input(cfg, problem.obs.counts[problem.slice], problem.obs.spectrum)
     loaded = load_posterior(post_dir, device=device)
     if list(loaded.names) != list(problem.names):
         raise ResponseMismatchError(f"the posterior's parameters {loaded.names} differ from "
@@ -189,6 +201,20 @@ def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, dev
             warn.append(f"out of distribution: embedding distance d² = {e['d2']:.1f} exceeds "
                         f"that of 99.9% of training spectra ({e['reference_q999']:.1f})")
     info = {"posterior": str(post_dir.resolve()), "weights_sha256": cfg.get("weights_sha256")}
+
+    def net_sample(n: int, rng: np.random.Generator) -> np.ndarray:
+        torch.manual_seed(int(rng.integers(2**31)))
+        with torch.no_grad():
+            return loaded.model.sample(int(n), xt).double().cpu().numpy()
+
+    def net_log_prob(theta: np.ndarray) -> np.ndarray:
+        out = np.empty(len(theta))
+        with torch.no_grad():
+            for i in range(0, len(theta), 8192):
+                t = torch.as_tensor(theta[i:i + 8192], dtype=torch.float32, device=dev)
+                out[i:i + 8192] = loaded.model.log_prob(t, xt.expand(len(t), -1)).double().cpu().numpy()
+        return out
+
     if n_reweight:
         # the network's draws reweighted with the exact likelihood (neural importance sampling)
         from .reweight import reweight
@@ -202,11 +228,14 @@ def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, dev
         checks["importance"] = {k: v for k, v in rw.items() if k != "index"}
         if rw["reliable"]:
             samples = draws[rw["index"]]
-    return samples, {"checks": checks, "warnings": warn, "network": info}
+    # the network's sampler and density (physical units), for network-guided importance
+    # sampling; private: popped before anything is written
+    return samples, {"checks": checks, "warnings": warn, "network": info,
+                     "_network": (net_sample, net_log_prob)}
 
 
 def _network_guided(problem: FitProblem, draws: np.ndarray, n_samples: int, seed: int,
-                    n_effective: int):
+                    n_effective: int, network=None, network_weight: float = 0.2):
     """Importance sampling of the exact posterior from a Student-t mixture fitted to an
     amortised posterior's draws (:func:`~simxray.inference.importance.guided_importance`,
     AMIS + PSIS): the fast way back to the exact posterior when the network is calibrated
@@ -222,9 +251,23 @@ def _network_guided(problem: FitProblem, draws: np.ndarray, n_samples: int, seed
         return coords.log_posterior(x, like)
 
     pilot = coords.to_x(np.asarray(draws, float)[:4000])
+    net = None
+    if network is not None:
+        # the network itself as a defensive component (``network_weight`` of every round's
+        # draws): its density in sampling coordinates is q(theta) |d theta / d x|, and
+        # theta = exp(x) for log-uniform priors
+        net_sample, net_log_prob = network
+
+        def net_logpdf(x: np.ndarray) -> np.ndarray:
+            return net_log_prob(coords.to_theta(x)) + (x * coords.log).sum(-1)
+
+        def net_draw(rng: np.random.Generator, n: int) -> np.ndarray:
+            return coords.to_x(net_sample(n, rng))
+
+        net = (net_logpdf, net_draw, network_weight)
     t0 = time.perf_counter()
     gi = guided_importance(log_post, pilot, n_effective=n_effective, n_samples=n_samples,
-                           seed=seed + 17, max_rounds=12)
+                           seed=seed + 17, max_rounds=12, network=net)
     if not gi["reliable"]:
         log.info("network-guided importance sampling not reliable (k = %.2f, ESS %.0f)",
                  gi["khat"], gi["ess"])
@@ -470,6 +513,7 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
     if chosen == "npe":
         samples, extra = _run_npe(problem, post_dir, n_samples, seed, device,
                                   n_reweight=n_reweight)
+        network = extra.pop("_network", None)
         imp = extra["checks"].get("importance")
         if imp is not None and not imp["reliable"]:
             msg = (f"the amortised posterior {post_dir.name} fails the exact-likelihood check "
@@ -477,7 +521,8 @@ def fit(observation, model: str | None = None, prior=None, *, pileup="jdpileup",
                    ">= 0.7)")
             if method == "auto":
                 chosen = "exact"
-                gi = _network_guided(problem, samples, n_samples, seed, n_effective)
+                gi = _network_guided(problem, samples, n_samples, seed, n_effective,
+                                     network=network)
                 if gi is not None:
                     k_is = gi[1]["sampler"]["importance"]["khat"]
                     reason += (f"; {msg}, so its draws seeded importance sampling with the exact "
@@ -615,7 +660,9 @@ def _adopt_setup(network, obs, kind: str):
         cfg = Emulator.load(p).config
     lo, hi = (int(v) for v in cfg["channels"])
     obs.notice_channels(lo, hi)
-    prior = Prior.from_dict(cfg["prior"])
+    # a network conditioned on the frame time: the observation's frame time (TIMEDEL), not
+    # the campaign's reference value, sets pileup.ftime
+    prior = Prior.from_dict(_per_observation(cfg, cfg["prior"]))
     pile = (cfg.get("pileup") or {}).get("model", "none")
     if pile == "none" and any(n.startswith("pileup.") for n in prior.names):
         pile = "jdpileup"

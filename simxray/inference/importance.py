@@ -93,24 +93,37 @@ def weighted_em(z: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator,
 
 
 class TMixture:
-    """Student-t mixture proposal with a defensive wide component."""
+    """Student-t mixture proposal with a defensive wide component and, optionally, a
+    defensive network component (``network = (logpdf(z), sample(rng, n), weight)``: an
+    amortised posterior's density and draws in the same coordinates)."""
 
     def __init__(self, means, chols, weights, wide_mean, wide_chol, nu: float = 5.0,
-                 defensive: float = 0.1):
+                 defensive: float = 0.1, network=None):
         self.means, self.chols, self.w = means, chols, np.asarray(weights, float)
         self.wide_mean, self.wide_chol = wide_mean, wide_chol
         self.nu, self.defensive = nu, defensive
+        self.network = network
+        self.net_w = float(network[2]) if network is not None else 0.0
 
-    def logpdf(self, z: np.ndarray) -> np.ndarray:
+    def logpdf(self, z: np.ndarray, net_lp: np.ndarray | None = None) -> np.ndarray:
+        """log density at z (N, P); ``net_lp``: the network's log density at z if known."""
+        body = 1.0 - self.defensive - self.net_w
         parts = [math.log(self.defensive) + _t_logpdf(z, self.wide_mean, self.wide_chol, self.nu)]
+        if self.network is not None:
+            if net_lp is None:
+                net_lp = self.network[0](z)
+            parts.append(math.log(self.net_w) + np.asarray(net_lp, float))
         for m, c, w in zip(self.means, self.chols, self.w, strict=True):
-            parts.append(math.log((1 - self.defensive) * w) + _t_logpdf(z, m, c, self.nu))
+            parts.append(math.log(body * w) + _t_logpdf(z, m, c, self.nu))
         return logsumexp(np.vstack(parts), axis=0)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        k = rng.binomial(n, self.defensive)
+        k, kn, _ = rng.multinomial(n, [self.defensive, self.net_w,
+                                       1.0 - self.defensive - self.net_w])
         out = [_t_sample(rng, k, self.wide_mean, self.wide_chol, self.nu)]
-        comp = rng.choice(len(self.w), n - k, p=self.w)
+        if kn:
+            out.append(np.asarray(self.network[1](rng, kn), float))
+        comp = rng.choice(len(self.w), n - k - kn, p=self.w)
         for j in range(len(self.w)):
             m = int((comp == j).sum())
             if m:
@@ -143,9 +156,15 @@ def _tempered(lw: np.ndarray, min_ess: float) -> np.ndarray:
 def guided_importance(log_post, pilot: np.ndarray, *, n_effective: int = 1000,
                       n_samples: int = 10000, round_size: int = 4096, max_rounds: int = 4,
                       n_components: int = 8, inflate: float = 1.3, seed: int = 0,
-                      temper_ess: float = 0.02) -> dict:
+                      temper_ess: float = 0.02, network=None) -> dict:
     """Importance sampling of ``log_post`` (vectorised, sampling coordinates) from a
     Student-t mixture fitted to ``pilot`` draws (N, P); see the module docstring.
+
+    ``network``: ``(logpdf(z), sample(rng, n), weight)`` of the amortised posterior that
+    gave the pilot, in the same coordinates: a share ``weight`` of every round's draws comes
+    from it and its density enters every proposal (a defensive component: the refitted
+    mixture concentrates on the high-weight region and can leave out a long, thin ridge of
+    posterior mass that the calibrated network still covers, without PSIS noticing).
 
     Returns {x (n_samples, P) equal-weight draws, ess, khat, reliable, n_evaluations,
     rounds}.
@@ -155,8 +174,9 @@ def guided_importance(log_post, pilot: np.ndarray, *, n_effective: int = 1000,
     P = pilot.shape[1]
     means, chols, pis = weighted_em(pilot, np.ones(len(pilot)), n_components, rng)
     wide_cov = np.cov(pilot.T).reshape(P, P) * 4.0
-    mix = TMixture(means, [c * inflate for c in chols], pis, pilot.mean(0), _chol(wide_cov))
-    Z, LP, props, sizes, rounds = [], [], [], [], []
+    mix = TMixture(means, [c * inflate for c in chols], pis, pilot.mean(0), _chol(wide_cov),
+                   network=network)
+    Z, LP, NLP, props, sizes, rounds = [], [], [], [], [], []
     n_eval = 0
     ess, khat, lws = 0.0, float("inf"), None
     for _ in range(max_rounds):
@@ -165,11 +185,14 @@ def guided_importance(log_post, pilot: np.ndarray, *, n_effective: int = 1000,
         n_eval += len(z)
         Z.append(z)
         LP.append(lp)
+        if network is not None:                 # the network's density, once per draw
+            NLP.append(np.asarray(network[0](z), float))
         props.append(mix)
         sizes.append(len(z))
         zz, lpp = np.vstack(Z), np.concatenate(LP)
+        nlp = np.concatenate(NLP) if network is not None else None
         tot = float(sum(sizes))
-        logq = logsumexp(np.vstack([math.log(s / tot) + q.logpdf(zz)
+        logq = logsumexp(np.vstack([math.log(s / tot) + q.logpdf(zz, nlp)
                                     for q, s in zip(props, sizes, strict=True)]), axis=0)
         lw = lpp - logq
         ok = np.isfinite(lw)
@@ -187,7 +210,8 @@ def guided_importance(log_post, pilot: np.ndarray, *, n_effective: int = 1000,
         # twice as wide as a narrow 9-parameter posterior)
         means, chols, pis = weighted_em(zz[ok], _tempered(lw[ok], temper_ess * ok.sum()),
                                         n_components, rng)
-        mix = TMixture(means, [c * inflate for c in chols], pis, pilot.mean(0), _chol(wide_cov))
+        mix = TMixture(means, [c * inflate for c in chols], pis, pilot.mean(0), _chol(wide_cov),
+                       network=network)
     zz = np.vstack(Z)
     w = np.exp(lws)
     pick = rng.choice(len(zz), n_samples, replace=True, p=w / w.sum())

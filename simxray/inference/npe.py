@@ -5,6 +5,9 @@
 :func:`prior_scales`) on a :class:`TrainingData` HDF5 campaign and writes a posterior
 directory (:mod:`.saving`, :mod:`simxray.io.modeldir`).  The flow samples through zuko's
 public API only (no patched torch functions).
+
+Length: the HDF5 reader (counts, expected counts and observation covariates), the trainer
+and its array front end :class:`NPE` share one data layout and one training loop.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class TrainingData:
     """A simulated dataset (HDF5, layout in docs/ARCHITECTURE.md) read in row blocks.
 
     Rows ``[0, n_done)`` are used; the last ``validation_fraction`` of them form the
-    validation split.  Splits smaller than ``cache_mb`` are read once and kept in memory,
+    validation split.  A campaign that draws observation covariates (exposure, frame time;
+    dataset ``covariates``) gives x = counts followed by the covariates (s), (N, C + K).  Splits smaller than ``cache_mb`` are read once and kept in memory,
     larger ones are streamed block by block every epoch.
     """
 
@@ -86,6 +90,17 @@ class TrainingData:
                                   path=self.path, field="n_done")
         self.n_channels = int(counts.shape[1])
         self.theta_dim = int(theta.shape[1])
+        self.covariate_names: list[str] = []
+        self._cov = None
+        if "covariates" in h:
+            cv = h["covariates"]
+            names_c = cv.attrs.get("names")
+            if cv.ndim != 2 or cv.shape[0] != theta.shape[0] or names_c is None \
+                    or len(names_c) != cv.shape[1]:
+                raise FileFormatError(f"expected covariates (N, K) with N = {theta.shape[0]} and "
+                                      "K column names", path=self.path, field="covariates")
+            self.covariate_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names_c]
+            self._cov = np.asarray(cv[:self.n], dtype=np.float32)
 
         def attr_json(name: str, default=None):
             raw = h.attrs.get(name)
@@ -111,6 +126,8 @@ class TrainingData:
         self.names = names
         self.config = attr_json("config", {})
         self.response = attr_json("response", {})
+        self.covariate_dists = dict((self.response or {}).get("covariates") or {}) \
+            if isinstance(self.response, dict) else {}
         self.provenance = attr_json("provenance", {})
         model = h.attrs.get("model", "")
         self.model = model.decode() if isinstance(model, bytes) else str(model)
@@ -139,6 +156,8 @@ class TrainingData:
             return self._cache[key]
         th = torch.from_numpy(self._h5["theta"][lo:hi].astype("float32"))
         x = torch.from_numpy(self._h5[what][lo:hi].astype("float32"))
+        if self._cov is not None:                   # counts (or mu), then the covariates
+            x = torch.cat([x, torch.from_numpy(self._cov[lo:hi])], dim=1)
         good = torch.isfinite(th).all(1) & torch.isfinite(x).all(1)
         if not bool(good.all()):
             th, x = th[good], x[good]
@@ -163,8 +182,11 @@ class TrainingData:
                 perm = torch.randperm(len(th), generator=generator)
                 th, x = th[perm], x[perm]
             if what == "mu":
-                rate = x if self.bkg_expected is None else x + self.bkg_expected
-                x = torch.poisson(rate.clamp_min(0.0), generator=generator)
+                C = self.n_channels
+                rate = x[:, :C] if self.bkg_expected is None else x[:, :C] + self.bkg_expected
+                x = torch.cat([torch.poisson(rate.clamp_min(0.0), generator=generator),
+                               x[:, C:]], dim=1) if x.shape[1] > C else \
+                    torch.poisson(rate.clamp_min(0.0), generator=generator)
             for b in range(0, len(th), batch_size):
                 yield th[b:b + batch_size], x[b:b + batch_size]
 
@@ -299,10 +321,22 @@ def reference_statistics(model: NPEModel, data: TrainingData, device, n: int = 4
     cov = torch.cov(emb.T) + 1e-6 * torch.eye(emb.shape[1], dtype=torch.float64)
     prec = torch.linalg.inv(cov)
     d2 = ((emb - mean) @ prec * (emb - mean)).sum(1)
-    tot = torch.cat([x.sum(1), xt.sum(1)]).double()
+    C = model.n_channels
+    tot = torch.cat([x[:, :C].sum(1), xt[:, :C].sum(1)]).double()
     return {"emb_mean": mean, "emb_precision": prec,
             "d2_quantiles": torch.quantile(d2, torch.tensor([0.5, 0.99, 0.999], dtype=torch.float64)),
             "total_range": torch.stack([tot.min(), tot.max()])}
+
+
+def _covariate_meta(data: TrainingData) -> dict:
+    """What config.json records of the covariates: names, units, the campaign's
+    distributions and the trained range (min, max over the dataset)."""
+    cov = data._cov
+    return {"names": list(data.covariate_names), "units": ["s"] * len(data.covariate_names),
+            "transform": "log, standardised (mean and sd of the training set)",
+            "distributions": data.covariate_dists,
+            "trained_min": [float(v) for v in cov.min(0)],
+            "trained_max": [float(v) for v in cov.max(0)]}
 
 
 def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
@@ -355,9 +389,12 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
     seed = int(t_cfg["seed"])
     torch.manual_seed(seed)
     low, high, logs = prior_scales(data.prior)
-    model = NPEModel(data.n_channels, low, high, logs, settings["embedding"], settings["flow"])
+    model = NPEModel(data.n_channels, low, high, logs, settings["embedding"], settings["flow"],
+                     covariates=data.covariate_names or None)
     th0, x0 = data.sample_rows(5000)
-    model.embedding.norm.fit(x0)
+    model.embedding.norm.fit(x0[:, :data.n_channels])
+    if data.covariate_names:
+        model.embedding.fit(x0[:, data.n_channels:])
     model.theta_transform.fit(th0)
     if init_net is not None:                 # fine-tuning: its weights and standardisations
         model.load_state_dict(init_net.state_dict())
@@ -472,6 +509,7 @@ def train(dataset: str, settings: dict, out_dir: str, *, resume: bool = False,
         "simulation_config": cfg, "low": low, "high": high, "log": logs,
         "embedding": settings["embedding"], "flow": settings["flow"], "training": summary,
         "versions": versions,
+        **({"covariates": _covariate_meta(data)} if data.covariate_names else {}),
         "provenance": provenance(inputs={"dataset": summary["dataset"],
                                          "dataset_sha256": data_sha,
                                          "dataset_provenance": data.provenance}, seed=seed),

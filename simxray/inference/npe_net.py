@@ -20,7 +20,7 @@ import zuko
 from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
-from .embedding import build_embedding
+from .embedding import CovariateEmbedding, build_embedding
 
 _EPS = 1e-6
 
@@ -96,15 +96,27 @@ def prior_scales(prior) -> tuple[list[float], list[float], list[bool]]:
 
 
 class NPEModel(nn.Module):
-    """Embedding + conditional neural spline flow over bounded parameters."""
+    """Embedding + conditional neural spline flow over bounded parameters.
+
+    ``covariates`` (names, e.g. ``["exposure", "frame_time"]``): the network conditions on
+    them too; its input x is then (B, C + K), the counts followed by the covariates (s), and
+    the flow's context is the embedding plus the standardised log covariates
+    (:class:`~simxray.inference.embedding.CovariateEmbedding`).  Without covariates (every
+    network trained before them) x is (B, C) and the layout of the weights is unchanged.
+    """
 
     def __init__(self, n_channels: int, low: Sequence[float], high: Sequence[float],
-                 log: Sequence[bool], embedding: dict, flow: dict):
+                 log: Sequence[bool], embedding: dict, flow: dict,
+                 covariates: Sequence[str] | None = None):
         super().__init__()
         self.n_channels = int(n_channels)
         self.theta_dim = len(low)
+        self.covariate_names = list(covariates or [])
         self.embedding = build_embedding(embedding, n_channels)
         features = int(embedding.get("features", 32))
+        if self.covariate_names:
+            self.embedding = CovariateEmbedding(self.embedding, n_channels, self.covariate_names)
+            features += len(self.covariate_names)
         hidden = flow.get("hidden_features", [64, 64])
         hidden = [int(hidden)] * 2 if isinstance(hidden, int) else [int(h) for h in hidden]
         nsf = zuko.flows.NSF(features=self.theta_dim, context=features,
@@ -118,8 +130,13 @@ class NPEModel(nn.Module):
     def theta_transform(self) -> ThetaTransform:
         return self.flow.transform.transforms[0]
 
+    @property
+    def input_width(self) -> int:
+        """Columns of x: the channels, then the covariates (if any)."""
+        return self.n_channels + len(self.covariate_names)
+
     def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
-        """log q(θ | x) for matching batches θ (B, P), x (B, C)."""
+        """log q(θ | x) for matching batches θ (B, P), x (B, C [+ K])."""
         return self.flow(self.embedding(x)).log_prob(theta)
 
     def loss(self, theta: Tensor, x: Tensor) -> Tensor:
@@ -145,7 +162,7 @@ class NPEModel(nn.Module):
         from sbi.neural_nets.estimators.zuko_flow import ZukoFlow
 
         return ZukoFlow(self.flow, self.embedding, input_shape=torch.Size([self.theta_dim]),
-                        condition_shape=torch.Size([self.n_channels]))
+                        condition_shape=torch.Size([self.input_width]))
 
 
 __all__ = ["BoxToReal", "NPEModel", "ThetaTransform", "prior_scales"]

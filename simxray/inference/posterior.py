@@ -12,6 +12,11 @@
 (5, 5)
 
 Loading verifies the weights' sha256 (safetensors + JSON config, never pickles).
+
+A posterior trained on a campaign that draws the exposure and frame time per simulation
+conditions on them: ``post.sample(n, counts, covariates={"exposure": 5e4, "frame_time":
+0.84104})`` (s; :attr:`Posterior.covariate_names`); a FitProblem supplies its
+observation's EXPOSURE and frame time itself.
 """
 
 from __future__ import annotations
@@ -64,38 +69,50 @@ class Posterior:
 
         return network_mismatch(self.config, problem)
 
-    def _x(self, data) -> np.ndarray:
+    @property
+    def covariate_names(self) -> list[str]:
+        """The observation covariates the network conditions on ([] for most networks)."""
+        return list((self.config.get("covariates") or {}).get("names") or [])
+
+    def _x(self, data, covariates=None) -> np.ndarray:
+        from .compat import network_input
+
         if hasattr(data, "obs") and hasattr(data, "slice"):          # a FitProblem
             why = self.check(data)
             if why:
                 raise ResponseMismatchError(why[0], path=str(self.path))
-            return data.obs.counts[data.slice]
+            return network_input(self.config, data.obs.counts[data.slice], data.obs.spectrum,
+                                 covariates)
         x = np.asarray(data, dtype=float)
         if x.shape[-1] != int(self.config["n_channels"]):
             raise ResponseMismatchError(f"expected {self.config['n_channels']} channels, got "
                                         f"{x.shape[-1]}", path=str(self.path))
-        return x
+        return network_input(self.config, x, None, covariates)
 
-    def sample(self, n: int, data, seed: int | None = None) -> np.ndarray:
-        """n draws (n, P) in physical units for counts (C,) or a matching FitProblem."""
+    def sample(self, n: int, data, seed: int | None = None, covariates=None) -> np.ndarray:
+        """n draws (n, P) in physical units for counts (C,) or a matching FitProblem.
+
+        ``covariates``: {name: value} (s) or values in :attr:`covariate_names` order, needed
+        with counts when the network conditions on them (a FitProblem gives its own)."""
         import torch
 
         if seed is not None:
             torch.manual_seed(seed)
         model = self._loaded.model
         dev = next(model.parameters()).device
-        xt = torch.as_tensor(self._x(data), dtype=torch.float32, device=dev)
+        xt = torch.as_tensor(self._x(data, covariates), dtype=torch.float32, device=dev)
         with torch.no_grad():
             return model.sample(int(n), xt).double().cpu().numpy()
 
-    def log_prob(self, theta, data) -> np.ndarray:
-        """log q(θ | x) (B,) for θ (B, P) in physical units."""
+    def log_prob(self, theta, data, covariates=None) -> np.ndarray:
+        """log q(θ | x) (B,) for θ (B, P) in physical units (``covariates`` as in
+        :meth:`sample`)."""
         import torch
 
         model = self._loaded.model
         dev = next(model.parameters()).device
         t = torch.as_tensor(np.atleast_2d(theta), dtype=torch.float32, device=dev)
-        xt = torch.as_tensor(self._x(data), dtype=torch.float32, device=dev)
+        xt = torch.as_tensor(self._x(data, covariates), dtype=torch.float32, device=dev)
         with torch.no_grad():
             return model.log_prob(t, xt.expand(len(t), -1)).double().cpu().numpy()
 

@@ -86,7 +86,8 @@ def load_posterior(path: str | os.PathLike, device: str | None = None,
     cfg, tensors = load_model_dir(d, KIND, required=REQUIRED_KEYS, what=WHAT, hint=_hint(d), verify=verify)
     try:
         model = NPEModel(int(cfg["n_channels"]), cfg["low"], cfg["high"], cfg["log"],
-                         cfg["embedding"], cfg["flow"])
+                         cfg["embedding"], cfg["flow"],
+                         covariates=(cfg.get("covariates") or {}).get("names"))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelDirError(f"cannot rebuild the network ({exc})", path=str(d / CONFIG)) from None
     load_state(model, group(tensors, "model"), d / WEIGHTS)

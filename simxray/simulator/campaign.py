@@ -326,6 +326,11 @@ def _create(path: Path, sim, n: int, attrs: dict) -> None:
             alloc(f, "mu", (n, C), "f4")
             alloc(f, "counts", (n, C), "i4")
             alloc(f, "pileup_fraction", (n,), "f4")
+            cov_names = list(getattr(sim, "covariate_names", []) or [])
+            if cov_names:                 # per-simulation exposure / frame time (s)
+                alloc(f, "covariates", (n, len(cov_names)), "f8")
+                f["covariates"].attrs["names"] = cov_names
+                f["covariates"].attrs["units"] = ["s"] * len(cov_names)
             if sim.background_mu is not None:
                 alloc(f, "background", (n, C), "i4")
                 f["background"].attrs["expected"] = np.asarray(sim.background_mu, dtype="f8")
@@ -515,7 +520,9 @@ def run_campaign(config, n: int, out: str | os.PathLike, *, seed: int = 0, worke
             res = _write_chunks(path, key, tasks, cfg, seed, factory, workers, client, n, chunk,
                                 first, progress)
         except BaseException:
-            if created and _n_done(path) == 0:    # nothing to resume: leave nothing
+            # nothing to resume: leave nothing (only when the file says so; a file that
+            # cannot be read at this moment may hold finished rows and is kept)
+            if created and _n_done(path) == 0:
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
@@ -525,14 +532,15 @@ def run_campaign(config, n: int, out: str | os.PathLike, *, seed: int = 0, worke
     return res
 
 
-def _n_done(path: Path) -> int:
+def _n_done(path: Path) -> int | None:
+    """The file's finished rows; None when it cannot be read (then nobody may delete it)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             return int(f.attrs.get("n_done", 0))
     except OSError:
-        return 0
+        return None
 
 
 def _write_chunks(path: Path, key: str, tasks, cfg, seed, factory, workers, client, n, chunk,
@@ -562,6 +570,8 @@ def _write_chunks(path: Path, key: str, tasks, cfg, seed, factory, workers, clie
                     f["mu"][a:b] = res["mu"].astype("f4")
                     f["counts"][a:b] = res["counts"].astype("i4")
                     f["pileup_fraction"][a:b] = res["pileup_fraction"].astype("f4")
+                    if "covariates" in f:
+                        f["covariates"][a:b] = np.asarray(res["covariates"], dtype="f8")
                     if "background" in f and res.get("background") is not None:
                         f["background"][a:b] = res["background"].astype("i4")
                     f.flush()
@@ -626,9 +636,11 @@ def read_dataset(path: str | os.PathLike) -> dict:
     n_done, _ = dataset_rows(path)
     try:
         with h5py.File(path, "r") as f:
-            out = {k: f[k][:n_done] for k in ("theta", "mu", "counts", "pileup_fraction", "background")
-                   if k in f}
+            out = {k: f[k][:n_done] for k in ("theta", "mu", "counts", "pileup_fraction", "background",
+                                              "covariates") if k in f}
             out["names"] = [str(x) for x in f["theta"].attrs["names"]]
+            if "covariates" in f:
+                out["covariate_names"] = [str(x) for x in f["covariates"].attrs["names"]]
             for k in ("channel", "e_min", "e_max"):
                 out[k] = f[k][:]
             out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}

@@ -6,7 +6,10 @@ Layout (see ``simulations/acis_default.toml`` for a documented example)::
     [instrument]            spectrum = "default" | PHA path (relative to the TOML file);
                             optional arf, rmf, background (paths, or "none"), exposure (s),
                             frame_time (s), energy_range = [lo, hi] keV or channels = [lo, hi],
-                            add_background = true|false
+                            add_background = true|false.  exposure and frame_time may be
+                            distributions drawn per simulation ({dist = "uniform" |
+                            "loguniform", low, high} or {dist = "choice", values, weights}):
+                            observation covariates, :mod:`simxray.simulator.covariates`
     [model]                 expression = "tbabs*powerlaw"
     [model.parameters]      NAME = number (fixed) | {dist = "uniform"|"loguniform"|"normal"|
                             "fixed", low, high, mu, sigma, value}
@@ -88,6 +91,9 @@ class SimConfig:
     pileup_model: str = "none"
     pileup: dict[str, dict] = field(default_factory=dict)       # alpha, g0, ... -> spec
     pileup_grid: str | None = None     # kernel grid: None/"sherpa" or "N[:EMAX]"
+    # exposure / frame_time drawn per simulation: name -> distribution table (then exposure
+    # and frame_time above hold the reference value the response is built with)
+    covariates: dict[str, dict] = field(default_factory=dict)
 
     # -- derived --------------------------------------------------------------
     def model(self):
@@ -120,8 +126,9 @@ class SimConfig:
                            "chunk_size": self.chunk_size},
             "instrument": {k: v for k, v in {
                 "spectrum": self.spectrum, "arf": self.arf, "rmf": self.rmf,
-                "background": self.background, "exposure": self.exposure,
-                "frame_time": self.frame_time,
+                "background": self.background,
+                "exposure": copy.deepcopy(self.covariates.get("exposure", self.exposure)),
+                "frame_time": copy.deepcopy(self.covariates.get("frame_time", self.frame_time)),
                 "energy_range": list(self.energy_range) if self.energy_range else None,
                 "channels": list(self.channels) if self.channels else None,
                 "add_background": self.add_background}.items() if v is not None},
@@ -215,6 +222,23 @@ def config_from_dict(data: Mapping, path: str | None = None, base: Path | None =
     if not isinstance(add_bkg, bool):
         raise err(f"expected true or false, got {add_bkg!r}", "instrument.add_background")
     spectrum = ins.get("spectrum", "default")
+    covariates: dict[str, dict] = {}
+
+    def number_or_dist(fld: str) -> float | None:
+        v = ins.get(fld)
+        if isinstance(v, Mapping):
+            from .covariates import parse_covariate
+
+            c = parse_covariate(fld, v, err)
+            covariates[fld] = c.to_dict()
+            return c.reference
+        return number(v, f"instrument.{fld}")
+
+    exposure = number_or_dist("exposure")
+    frame_time = number_or_dist("frame_time")
+    if add_bkg and "exposure" in covariates:
+        raise err("add_background = true needs a fixed exposure (the background does not "
+                  "scale with a drawn exposure)", "instrument.add_background")
     energy = pair(ins.get("energy_range"), "instrument.energy_range")
     channels = pair(ins.get("channels"), "instrument.channels", int)
     if energy is not None and channels is not None:
@@ -231,11 +255,12 @@ def config_from_dict(data: Mapping, path: str | None = None, base: Path | None =
         arf=resolve_path(ins.get("arf"), "instrument.arf"),
         rmf=resolve_path(ins.get("rmf"), "instrument.rmf"),
         background=resolve_path(ins.get("background"), "instrument.background", allow_none=True),
-        exposure=number(ins.get("exposure"), "instrument.exposure"),
-        frame_time=number(ins.get("frame_time"), "instrument.frame_time"),
+        exposure=exposure,
+        frame_time=frame_time,
         energy_range=energy,
         channels=channels,
         add_background=add_bkg,
+        covariates=covariates,
     )
 
     # -- model parameters --------------------------------------------------------
@@ -293,6 +318,9 @@ def config_from_dict(data: Mapping, path: str | None = None, base: Path | None =
             if name == "nterms" and (s["dist"] != "fixed" or not float(s["value"]).is_integer()):
                 raise err("expected a fixed integer number of terms (1-30)", fld)
             cfg.pileup[name] = s
+        if "frame_time" in covariates and cfg.pileup["ftime"].get("value") != "header":
+            raise err("frame_time is drawn per simulation; expected ftime = \"header\" so that "
+                      "each simulation's pileup uses its frame time", "pileup.ftime")
     return cfg
 
 

@@ -14,6 +14,12 @@ For parameters θ (the prior's varying parameters, (B, P)):
    the background draw is returned separately, and μ excludes it).
 
 Everything is batched (numpy/torch, float64); a generator fixes every random draw.
+
+Observation covariates (:mod:`.covariates`): a campaign may draw each simulation's
+exposure and frame time.  Row i then uses ``ftime`` = its frame time in the Davis kernel
+(photons per frame = flux × ARF × frame time) and μ_i = μ(exposure_ref) × exposure_i /
+exposure_ref (piled and unpiled counts are proportional to the exposure at fixed frame
+time: N_frames = exposure / ftime).
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ class Simulator:
     def __init__(self, model, prior: Prior, response, *, channel_slice: slice | None = None,
                  pileup: bool = True, background_mu: np.ndarray | None = None,
                  files: Mapping[str, Any] | None = None, pileup_grid: str | None = None,
-                 batch_size: int = 256, name: str = "simulation"):
+                 batch_size: int = 256, name: str = "simulation", covariates=None):
         self.model = model
         self.prior = prior
         self.response = response
@@ -70,8 +76,16 @@ class Simulator:
         self.files = dict(files or {})
         self.batch_size = int(batch_size)
         self.name = name
+        from .covariates import Covariates
+
+        self.covariates = covariates if isinstance(covariates, Covariates) else \
+            Covariates.from_dict(covariates)
+        if self.covariates.get("frame_time") is not None and not self.pileup:
+            self.covariates = Covariates([c for c in self.covariates.items
+                                          if c.name != "frame_time"])
         self._model_names = [n for n in [d.name for d in prior.dists] if not n.startswith(PILEUP_PREFIX)]
         self._pileup_names = [n for n in [d.name for d in prior.dists] if n.startswith(PILEUP_PREFIX)]
+        self._fixed: tuple[list[str], np.ndarray] | None = None   # see :meth:`at`
         self._first_bin: tuple[int, int] | None = None  # (id of the Pileup, first kernel bin with area)
         if self.background_mu is not None and self.background_mu.shape != (self.n_channels,):
             raise ValueError(f"background_mu has shape {self.background_mu.shape}; "
@@ -129,7 +143,7 @@ class Simulator:
         }
         return cls(cfg.model(), prior, response, channel_slice=sl,
                    pileup=cfg.pileup_model != "none", background_mu=bmu, files=files,
-                   pileup_grid=cfg.pileup_grid, name=cfg.name)
+                   pileup_grid=cfg.pileup_grid, name=cfg.name, covariates=cfg.covariates)
 
     # -- description ----------------------------------------------------------
     @property
@@ -164,9 +178,42 @@ class Simulator:
     def e_max(self) -> np.ndarray:
         return self.response.e_max[self.slice]
 
+    @property
+    def covariate_names(self) -> list[str]:
+        """Columns of the per-simulation covariates ([] for a fixed observation)."""
+        return self.covariates.names
+
+    def at(self, exposure: float | None = None, frame_time: float | None = None) -> Simulator:
+        """This simulator for one observation: every row uses ``exposure`` and ``frame_time``
+        (s; None: the reference value) and nothing is drawn per simulation."""
+        import copy
+
+        from .covariates import Covariates
+
+        sim = copy.copy(self)
+        sim.covariates = Covariates()
+        sim.files = dict(self.files)
+        names, vals = [], []
+        if exposure is not None:
+            names.append("exposure")
+            vals.append(float(exposure))
+            sim.files["exposure"] = float(exposure)
+        if frame_time is not None:
+            if not self.pileup:
+                raise ValueError("frame_time needs a simulator with pileup")
+            names.append("frame_time")
+            vals.append(float(frame_time))
+            sim.files["frame_time"] = float(frame_time)
+        sim._fixed = (names, np.asarray(vals, float)) if names else None
+        return sim
+
     def identity(self) -> dict:
-        """Input files (name, path, sha256), exposure and frame time: the responses' identity."""
-        return dict(self.files)
+        """Input files (name, path, sha256), exposure and frame time: the responses' identity
+        (with the covariates' distributions when the campaign draws them)."""
+        out = dict(self.files)
+        if self.covariates:
+            out["covariates"] = self.covariates.to_dict()
+        return out
 
     # -- forward model --------------------------------------------------------
     def forward(self, model_params: Mapping[str, Any], pileup_params: Mapping[str, Any] | None = None,
@@ -232,32 +279,56 @@ class Simulator:
         pp = {k[len(PILEUP_PREFIX):]: np.broadcast_to(full[k], (B,)) for k in self._pileup_names}
         return mp, pp
 
-    def expected(self, theta: np.ndarray, return_fraction: bool = False):
-        """Expected source counts μ (B, C) for theta (B, P) [and the pileup fraction (B,)]."""
+    def expected(self, theta: np.ndarray, return_fraction: bool = False,
+                 covariates: np.ndarray | None = None):
+        """Expected source counts μ (B, C) for theta (B, P) [and the pileup fraction (B,)].
+
+        ``covariates`` (B, K) in :attr:`covariate_names` order (exposure s, frame time s):
+        each row's own observation; None: the reference observation (the response's
+        exposure, the prior's ftime)."""
         t = np.atleast_2d(np.asarray(theta, dtype=float))
         if t.shape[1] != self.prior.dim:
             raise ValueError(f"theta has {t.shape[1]} columns; expected {self.prior.dim} "
                              f"({', '.join(self.names)})")
+        cov = None
+        if covariates is not None and self.covariates:
+            cov = np.atleast_2d(np.asarray(covariates, dtype=float))
+            if cov.shape != (t.shape[0], len(self.covariates)):
+                raise ValueError(f"covariates have shape {cov.shape}; expected "
+                                 f"({t.shape[0]}, {len(self.covariates)}) "
+                                 f"({', '.join(self.covariate_names)})")
+        names = self.covariate_names
+        if cov is None and covariates is None and self._fixed is not None:
+            names = self._fixed[0]
+            cov = np.broadcast_to(self._fixed[1], (t.shape[0], len(names)))
         mus, fracs = [], []
         for a in range(0, t.shape[0], self.batch_size):
             mp, pp = self.split(t[a:a + self.batch_size])
+            c = None if cov is None else cov[a:a + self.batch_size]
+            if c is not None and pp is not None and "frame_time" in names:
+                pp = {**pp, "ftime": c[:, names.index("frame_time")].copy()}
             mu, frac = self.forward(mp, pp)
+            if c is not None and "exposure" in names:
+                mu = mu * (c[:, names.index("exposure")] / float(self.response.exposure))[:, None]
             mus.append(mu)
             fracs.append(frac)
         mu = np.concatenate(mus) if mus else np.zeros((0, self.n_channels))
         frac = np.concatenate(fracs) if fracs else np.zeros(0)
         return (mu, frac) if return_fraction else mu
 
-    def pileup_fraction(self, theta: np.ndarray) -> np.ndarray:
-        """Pileup fraction (B,) for theta (B, P)."""
-        return self.expected(theta, return_fraction=True)[1]
+    def pileup_fraction(self, theta: np.ndarray, covariates: np.ndarray | None = None) -> np.ndarray:
+        """Pileup fraction (B,) for theta (B, P) [and covariates (B, K)]."""
+        return self.expected(theta, return_fraction=True, covariates=covariates)[1]
 
-    def simulate(self, theta: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def simulate(self, theta: np.ndarray, rng: np.random.Generator,
+                 covariates: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Noisy spectra for theta (B, P): mu, pileup_fraction, counts, background (or None).
 
         counts = Poisson(μ) + background, background = Poisson(μ_bkg) (when added).
+        The background does not scale with a row's exposure covariate (campaigns that draw
+        the exposure have no added background).
         """
-        mu, frac = self.expected(theta, return_fraction=True)
+        mu, frac = self.expected(theta, return_fraction=True, covariates=covariates)
         counts = rng.poisson(mu)
         bkg = None
         if self.background_mu is not None:
@@ -266,11 +337,17 @@ class Simulator:
         return {"mu": mu, "pileup_fraction": frac, "counts": counts, "background": bkg}
 
     def sample(self, n: int, rng: np.random.Generator | int | None = None) -> dict[str, np.ndarray]:
-        """n draws from the prior and their simulated spectra (theta, mu, counts, ...)."""
+        """n draws from the prior and their simulated spectra (theta, mu, counts, ...; with
+        ``covariates`` (n, K) when the campaign draws exposure / frame time per simulation)."""
         if not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(rng)
         theta = self.prior.sample(n, rng)
-        out = self.simulate(theta, rng)
+        if self.covariates:
+            cov = self.covariates.sample(n, rng)
+            out = self.simulate(theta, rng, covariates=cov)
+            out["covariates"] = cov
+        else:
+            out = self.simulate(theta, rng)
         out["theta"] = theta
         return out
 

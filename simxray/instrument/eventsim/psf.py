@@ -1,5 +1,9 @@
 """On-axis Chandra mirror (HRMA) PSF and ACIS dither for the event-level simulator.
 
+Two PSFs: ``psf="chandra"`` (below), built from published encircled energies measured on
+sky images, and ``psf="hrma"`` (:func:`sample_hrma`, end of this module), the focal-plane
+PSF as MARX ray-traces it, which is what MARX's ``marxpileup`` sees.
+
 PSF (``psf="chandra"``): a circular King profile whose encircled energy
 
     EE(r; E) = 1 - (1 + r^2 / r_c(E)^2)^(1 - beta(E))
@@ -112,3 +116,111 @@ def dither_offsets(t: np.ndarray, amplitude_arcsec: float, periods_s: tuple[floa
     t = np.asarray(t, dtype=float)
     return (amplitude_arcsec * np.sin(2 * np.pi * t / periods_s[0] + phases[0]),
             amplitude_arcsec * np.sin(2 * np.pi * t / periods_s[1] + phases[1]))
+
+
+# --------------------------------------------------------------------------------------
+# psf="hrma": the focal-plane HRMA PSF as MARX ray-traces it (what marxpileup sees)
+# --------------------------------------------------------------------------------------
+# MARX (Chandra-MARX/marx) blurs each mirror's surface normal by a Gaussian angle about a
+# random axis (marx/libsrc/hrma.c, blur_normal); the sigmas are the parameters P1Blur ..
+# H6Blur of marx/par/marx.par (arcsec), shells 1, 3, 4, 6.  Only the tilt component in the
+# plane of incidence deflects the reflected ray (by twice the tilt; the other changes the
+# direction by 2 sin(grazing) times the tilt), so each reflection moves the photon on the
+# focal plane radially by 2 sigma g sin(psi) (g standard normal, psi uniform).  Aspect
+# blur (AspectBlur) is applied by MARX to sky coordinates only, and there is no pixel
+# randomisation in the detector plane, so the focal-plane PSF is sharper than the
+# published encircled energies measured on sky images (psf="chandra").
+MARX_BLUR_P_ARCSEC = (0.303427, 0.0951899, 0.178899, 0.151085)
+MARX_BLUR_H_ARCSEC = (0.0051428, 0.0713614, 0.0101367, 0.0239287)
+# paraboloid radii rho0 (mm) of shells 1, 3, 4, 6 (marx/data/hrma/EKCHDOS02.rdb); focal length (mm)
+HRMA_RHO0_MM = (606.86081, 488.46244, 431.26226, 320.56978)
+HRMA_FOCAL_MM = 10070.0
+# Scattering wings: on-orbit fit psi(theta) = a (theta/10")^-gamma exp(-c theta) (arcsec^-2) of
+# the on-axis HRMA wings (T. J. Gaetz, "Assessing the Chandra PSF wings: on-orbit calibration",
+# Her X-1, ObsID 3662; cxc.harvard.edu/cal/Hrma/psf/wing_analysis/herx1_wings.html, Table 2):
+# (band centre keV, gamma, a, c).  MARX's scattering factors (H1ScatFactor ...) were tuned to
+# the flight wings; this law is used from HRMA_WING_RMIN_ARCSEC outwards.
+HRMA_WINGS = ((1.5, 1.972, 7.476e-06, 6.750e-04), (2.5, 1.840, 1.012e-05, 1.213e-03),
+              (3.5, 1.760, 1.875e-05, 1.963e-03), (4.5, 1.749, 2.569e-05, 1.982e-03),
+              (5.5, 1.902, 3.471e-05, 1.783e-03), (6.5, 1.948, 4.017e-05, 1.844e-03),
+              (7.5, 2.137, 4.909e-05, 0.0))
+HRMA_WING_RMIN_ARCSEC = 1.0
+_WING_THETA = np.logspace(np.log10(HRMA_WING_RMIN_ARCSEC), np.log10(1000.0), 1500)
+_WING_E = np.linspace(0.3, 10.0, 98)
+
+
+def iridium_reflectivity(grazing_rad: np.ndarray, energy_kev: np.ndarray, f1: float = 72.0,
+                         beta_over_delta: float = 0.15) -> np.ndarray:
+    """Fresnel reflectivity of a smooth iridium surface (22.56 g/cm^3) at a grazing angle (rad).
+
+    Approximation: constant scattering factor f1 (electrons per atom) and absorption
+    ratio beta/delta, adequate above the Ir M edges (~3 keV) for the relative weights of
+    the four shells; not an effective-area model.
+    """
+    lam_cm = 12.39842 / np.asarray(energy_kev, float) * 1e-8
+    n_atoms = 22.56 / 192.217 * 6.02214e23
+    delta = 2.8179403e-13 * lam_cm ** 2 * n_atoms * f1 / (2 * np.pi)
+    n = 1.0 - delta - 1j * beta_over_delta * delta
+    s, c = np.sin(grazing_rad), np.cos(grazing_rad)
+    kz = np.sqrt(n ** 2 - c ** 2)
+    return np.abs((s - kz) / (s + kz)) ** 2
+
+
+def hrma_shell_weights(energy_kev: np.ndarray) -> np.ndarray:
+    """Fraction of focused photons from shells 1, 3, 4, 6 at each energy, shape (n, 4).
+
+    Geometric aperture of a shell ~ rho0^2 (its annulus width grows with rho0), times the
+    two-bounce reflectivity at the mean grazing angle rho0 / (4 F).
+    """
+    rho = np.asarray(HRMA_RHO0_MM)
+    e = np.atleast_1d(np.asarray(energy_kev, float))
+    w = rho[None, :] ** 2 * iridium_reflectivity(rho[None, :] / (4 * HRMA_FOCAL_MM), e[:, None]) ** 2
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def hrma_wing_table(energy_kev: float, r_min: float = HRMA_WING_RMIN_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
+    """(theta arcsec, cumulative fraction of all photons scattered beyond r_min out to theta)."""
+    t = np.asarray(HRMA_WINGS)
+    g, a, c = (np.interp(energy_kev, t[:, 0], t[:, j]) for j in (1, 2, 3))
+    th = _WING_THETA[_WING_THETA >= r_min]
+    dens = 2 * np.pi * th * a * (th / 10.0) ** -g * np.exp(-c * th)
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(th))])
+    return th, cum
+
+
+_WING_TABLES = [hrma_wing_table(float(e)) for e in _WING_E]
+_WING_FRACTION = np.array([tab[1][-1] for tab in _WING_TABLES])
+
+
+def hrma_wing_fraction(energy_kev: np.ndarray) -> np.ndarray:
+    """Fraction of photons in the scattering wings beyond 1 arcsec at energy E (keV)."""
+    return np.interp(np.asarray(energy_kev, float), _WING_E, _WING_FRACTION)
+
+
+def sample_hrma(energy_kev: np.ndarray, rng: np.random.Generator,
+                wings: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(dx, dy) focal-plane offsets (arcsec) of photons of energy E from the MARX-like HRMA model.
+
+    Core: a shell drawn by :func:`hrma_shell_weights`, then the radial deflection
+    2 (sigma_P g1 sin psi1 + sigma_H g2 sin psi2) of MARX's normal blur along a uniform
+    azimuth.  Wings (``wings=True``): with probability :func:`hrma_wing_fraction` the photon
+    is scattered to a radius drawn from the on-orbit wing law beyond 1 arcsec.
+    """
+    e = np.asarray(energy_kev, float)
+    n = e.size
+    r = np.empty(n)
+    k = np.clip(np.searchsorted(_WING_E, e), 0, _WING_E.size - 1)
+    wing = rng.random(n) < _WING_FRACTION[k] if wings else np.zeros(n, dtype=bool)
+    for j in np.unique(k[wing]):
+        sel = wing & (k == j)
+        th, cum = _WING_TABLES[j]
+        r[sel] = np.interp(rng.random(int(sel.sum())) * cum[-1], cum, th)
+    core = ~wing
+    m = int(core.sum())
+    cw = np.cumsum(hrma_shell_weights(e[core]), axis=1)
+    shell = (rng.random(m)[:, None] > cw[:, :-1]).sum(axis=1)
+    sp, sh = np.asarray(MARX_BLUR_P_ARCSEC)[shell], np.asarray(MARX_BLUR_H_ARCSEC)[shell]
+    r[core] = 2.0 * (sp * rng.normal(size=m) * np.sin(2 * np.pi * rng.random(m))
+                     + sh * rng.normal(size=m) * np.sin(2 * np.pi * rng.random(m)))
+    phi = rng.random(n) * 2 * np.pi
+    return r * np.cos(phi), r * np.sin(phi)

@@ -1,0 +1,52 @@
+"""The norm / pileup-alpha ridge of the bright test spectrum (tests/test_relxill_bright.py):
+emcee on the exact simulator with several seeds, and ``auto`` (network-guided importance
+sampling), samples saved to build/lead/METHODSEED.npz.
+
+    python benchmarks/relxill_bright_ridge.py exact 5     (~10 min on one core)
+    python benchmarks/relxill_bright_ridge.py auto 2      (~40 s)
+
+The summary of the runs is benchmarks/results/relxill_bright_ridge.json.
+"""
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    sys.path.insert(0, str(REPO))
+    import simxray as sx
+    from benchmarks.bench_relxill_bright import write_spectrum
+    from benchmarks.relxill_bright_emcee_reference import TRUTH
+    from simxray.datasets import DATA_DIR
+    from simxray.inference.diagnostics import simulator_for
+    from simxray.inference.fitting import _adopt_setup
+    from simxray.inference.saving import read_posterior_config
+
+    method = sys.argv[1]
+    pdir = DATA_DIR / "posterior_relxill_bright"
+    sim = simulator_for(read_posterior_config(pdir)).at(exposure=1e5, frame_time=0.44104)
+    r = sim.simulate(np.array([[TRUTH[n] for n in sim.names]]), np.random.default_rng(11))
+    path = write_spectrum(Path(tempfile.mkdtemp()) / "bright.pi", r["counts"][0], sim)
+    obs = sx.Observation.from_pha(path)
+    model, prior, pile = _adopt_setup(pdir, obs, "posterior")
+    t0 = time.time()
+    kw = dict(importance=False) if method == "exact" else {}
+    seed = int(sys.argv[2])
+    res = sx.fit(obs, model, prior, pileup=pile, method=method, n_samples=4000, ppc_draws=0, seed=seed, **kw)
+    method = f"{method}{seed}"
+    Path("build/lead").mkdir(parents=True, exist_ok=True)
+    np.savez(f"build/lead/{method}.npz", samples=res.samples, names=np.array(res.names),
+             chain_log_prob=res.chain_log_prob if res.chain_log_prob is not None else np.zeros(0))
+    print(method, time.time() - t0, {n: (float(np.median(res.samples[:, j])), float(res.samples[:, j].std())) for j, n in enumerate(res.names)})
+    print(json.dumps({k: v for k, v in res.summary["sampler"].items() if isinstance(v, int | float | str)}, indent=0)[:1500])
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ sampling), samples saved to build/lead/METHODSEED.npz.
 
     python benchmarks/relxill_bright_ridge.py exact 5     (~10 min on one core)
     python benchmarks/relxill_bright_ridge.py auto 2      (~40 s)
+    python benchmarks/relxill_bright_ridge.py exact 7 60000   (3x longer chains, ~30 min)
 
 The summary of the runs is benchmarks/results/relxill_bright_ridge.json.
 """
@@ -38,9 +39,11 @@ def main() -> None:
     model, prior, pile = _adopt_setup(pdir, obs, "posterior")
     t0 = time.time()
     kw = dict(importance=False) if method == "exact" else {}
+    if len(sys.argv) > 3:                    # longer chains: python ... exact SEED MAX_STEPS
+        kw["max_steps"] = int(sys.argv[3])
     seed = int(sys.argv[2])
     res = sx.fit(obs, model, prior, pileup=pile, method=method, n_samples=4000, ppc_draws=0, seed=seed, **kw)
-    method = f"{method}{seed}"
+    method = f"{method}{seed}" + (f"_{sys.argv[3]}" if len(sys.argv) > 3 else "")
     Path("build/lead").mkdir(parents=True, exist_ok=True)
     np.savez(f"build/lead/{method}.npz", samples=res.samples, names=np.array(res.names),
              chain_log_prob=res.chain_log_prob if res.chain_log_prob is not None else np.zeros(0))

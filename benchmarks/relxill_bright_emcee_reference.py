@@ -24,7 +24,9 @@ TRUTH = {"nH": 0.5, "a": 0.9, "Incl": 40.0, "gamma": 2.0, "Afe": 2.0, "refl_frac
          "norm": 8e-5, "pileup.alpha": 0.5, "pileup.f": 0.95}
 
 
-def main() -> int:
+def bright_test_spectrum():
+    """The test spectrum (TRUTH, 1/8 subarray, 100 ks, seed 11) as an Observation, with the
+    shipped bright posterior's setup: (obs, model, prior, pileup, posterior folder)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     import simxray as sx
@@ -33,7 +35,6 @@ def main() -> int:
     from simxray.inference.diagnostics import simulator_for
     from simxray.inference.fitting import _adopt_setup
     from simxray.inference.saving import read_posterior_config
-    from simxray.provenance import provenance, sha256
 
     pdir = DATA_DIR / "posterior_relxill_bright"
     sim = simulator_for(read_posterior_config(pdir)).at(exposure=1e5, frame_time=0.44104)
@@ -41,6 +42,14 @@ def main() -> int:
     path = write_spectrum(Path(tempfile.mkdtemp()) / "bright.pi", r["counts"][0], sim)
     obs = sx.Observation.from_pha(path)
     model, prior, pile = _adopt_setup(pdir, obs, "posterior")
+    return obs, model, prior, pile, pdir
+
+
+def main() -> int:
+    import simxray as sx
+    from simxray.provenance import provenance, sha256
+
+    obs, model, prior, pile, pdir = bright_test_spectrum()
     t0 = time.time()
     res = sx.fit(obs, model, prior, pileup=pile, method="exact", importance=False,
                  n_samples=2000, ppc_draws=0, seed=2)

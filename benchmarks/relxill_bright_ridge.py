@@ -11,7 +11,6 @@ The summary of the runs is benchmarks/results/relxill_bright_ridge.json.
 
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,20 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     sys.path.insert(0, str(REPO))
     import simxray as sx
-    from benchmarks.bench_relxill_bright import write_spectrum
-    from benchmarks.relxill_bright_emcee_reference import TRUTH
-    from simxray.datasets import DATA_DIR
-    from simxray.inference.diagnostics import simulator_for
-    from simxray.inference.fitting import _adopt_setup
-    from simxray.inference.saving import read_posterior_config
+    from benchmarks.relxill_bright_emcee_reference import bright_test_spectrum
 
     method = sys.argv[1]
-    pdir = DATA_DIR / "posterior_relxill_bright"
-    sim = simulator_for(read_posterior_config(pdir)).at(exposure=1e5, frame_time=0.44104)
-    r = sim.simulate(np.array([[TRUTH[n] for n in sim.names]]), np.random.default_rng(11))
-    path = write_spectrum(Path(tempfile.mkdtemp()) / "bright.pi", r["counts"][0], sim)
-    obs = sx.Observation.from_pha(path)
-    model, prior, pile = _adopt_setup(pdir, obs, "posterior")
+    obs, model, prior, pile, _ = bright_test_spectrum()
     t0 = time.time()
     kw = dict(importance=False) if method == "exact" else {}
     if len(sys.argv) > 3:                    # longer chains: python ... exact SEED MAX_STEPS

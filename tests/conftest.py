@@ -22,6 +22,15 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def evdir(shared_dir: Path) -> Path:
+    """``../shared/data/events`` (real Chandra event lists); skip if absent."""
+    d = shared_dir / "data" / "events"
+    if not d.is_dir():
+        pytest.skip(f"no real event lists at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
 def chandra_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "chandra"
 

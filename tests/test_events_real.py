@@ -40,14 +40,6 @@ README = {
 
 
 @pytest.fixture(scope="module")
-def evdir(shared_dir):
-    d = shared_dir / "data" / "events"
-    if not d.is_dir():
-        pytest.skip(f"no real event lists at {d}")
-    return d
-
-
-@pytest.fixture(scope="module")
 def model():
     from simxray.events.ppad import PPAD
 

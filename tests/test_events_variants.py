@@ -23,14 +23,6 @@ FIELD = "acisf28229_repro_evt2.fits"   # full evt2, CCDs 6 and 7
 BRIGHT_28229 = (266.4168, -29.0078)    # Sgr A* in 28229 (README: 119 counts at 2-8 keV in 1.25")
 
 
-@pytest.fixture(scope="module")
-def evdir(shared_dir):
-    d = shared_dir / "data" / "events"
-    if not d.is_dir():
-        pytest.skip(f"no real event lists at {d}")
-    return d
-
-
 def _copy(src, dst, *, events=None, columns=None, header=None, drop_keys=(), gti=None, before=(), after=(),
           primary=None):
     """Write a variant of ``src``: EVENTS with optional new columns/header edits, GTI HDUs

@@ -220,9 +220,7 @@ def _run_npe(problem: FitProblem, post_dir: Path, n_samples: int, seed: int, dev
         from .reweight import reweight
 
         draws = samples[:n_reweight]
-        with torch.no_grad():
-            lq = loaded.model.log_prob(torch.as_tensor(draws, dtype=torch.float32, device=dev),
-                                       xt.expand(len(draws), -1)).double().cpu().numpy()
+        lq = net_log_prob(draws)
         lp = problem.prior.log_prob(draws) + problem.likelihood()(draws)
         rw = reweight(lp, lq, n_samples, np.random.default_rng(seed + 13))
         checks["importance"] = {k: v for k, v in rw.items() if k != "index"}

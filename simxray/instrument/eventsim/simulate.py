@@ -370,9 +370,10 @@ def simulate_events(
     )
 
 
-def _process_chunk(frames, local_frame, px, py, energy, cfg, rng, k, G) -> dict:
-    """Charge deposition, island finding and grading for a chunk of frames."""
-    F = frames.size
+def _cloud_charge(px, py, energy, local_frame, cfg, k, G):
+    """Each photon's Gaussian charge cloud over its 3x3 pixels, for both grading engines:
+    (ix, iy, local frame, charge (n, 3y, 3x) in keV) of the photons at least one pixel
+    inside the G x G grid."""
     inside = (px >= 1) & (px < G - 1) & (py >= 1) & (py < G - 1)
     px, py, energy, lf = px[inside], py[inside], energy[inside], local_frame[inside]
     ix, iy = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
@@ -382,7 +383,13 @@ def _process_chunk(frames, local_frame, px, py, energy, cfg, rng, k, G) -> dict:
         ndtr((ix[:, None] + k[None, :] - px[:, None]) / sig[:, None])
     fy = ndtr((iy[:, None] + k[None, :] + 1 - py[:, None]) / sig[:, None]) - \
         ndtr((iy[:, None] + k[None, :] - py[:, None]) / sig[:, None])
-    w = energy[:, None, None] * fy[:, :, None] * fx[:, None, :]  # (n, 3y, 3x)
+    return ix, iy, lf, energy[:, None, None] * fy[:, :, None] * fx[:, None, :]
+
+
+def _process_chunk(frames, local_frame, px, py, energy, cfg, rng, k, G) -> dict:
+    """Charge deposition, island finding and grading for a chunk of frames."""
+    F = frames.size
+    ix, iy, lf, w = _cloud_charge(px, py, energy, local_frame, cfg, k, G)
     yy = iy[:, None, None] + k[None, :, None]
     xx = ix[:, None, None] + k[None, None, :]
     flat = (lf[:, None, None] * G + yy) * G + xx
@@ -435,15 +442,7 @@ def _process_chunk_sparse(frames, local_frame, px, py, energy, cfg, rng, k, G) -
     G x G image of every frame.  Not modelled (as in the dense engine up to a probability
     of ~1e-28 per pixel): an event triggered by read noise alone (20 ADU is 11 sigma).
     """
-    inside = (px >= 1) & (px < G - 1) & (py >= 1) & (py < G - 1)
-    px, py, energy, lf = px[inside], py[inside], energy[inside], local_frame[inside]
-    ix, iy = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
-    sig = cfg.cloud_sigma_px + cfg.cloud_sigma_slope_px_per_kev * energy
-    fx = ndtr((ix[:, None] + k[None, :] + 1 - px[:, None]) / sig[:, None]) - \
-        ndtr((ix[:, None] + k[None, :] - px[:, None]) / sig[:, None])
-    fy = ndtr((iy[:, None] + k[None, :] + 1 - py[:, None]) / sig[:, None]) - \
-        ndtr((iy[:, None] + k[None, :] - py[:, None]) / sig[:, None])
-    w = energy[:, None, None] * fy[:, :, None] * fx[:, None, :]  # (n, 3y, 3x)
+    ix, iy, lf, w = _cloud_charge(px, py, energy, local_frame, cfg, k, G)
     # pixel keys on a grid padded by 2 (no wrap-around for the neighbours' neighbours)
     W = G + 4
     main = (lf * W + iy + 2) * W + ix + 2

@@ -273,9 +273,10 @@ def bench_speed(quick: bool = False, exact_fit: bool = False, n_reweight: int = 
     pdir = data_dir() / "posterior_relxill_bright"
     cfg = read_posterior_config(pdir) if (pdir / "config.json").exists() else None
     emu = Emulator.load(edir)
-    prior = sx.Prior.from_dict(emu.config["prior"])
     with tempfile.TemporaryDirectory() as tmp:
         obs = sx.Observation.from_pha(write_spectrum(Path(tmp) / "bright.pi", x, sim))
+        emu = emu.for_spectrum(obs.spectrum)        # a multi-mode emulator: this mode
+        prior = sx.Prior.from_dict(emu.config["prior"])
         obs.notice_channels(*emu.config["channels"])
         prob = sx.FitProblem(obs, emu.config["model"], prior)
         # one likelihood evaluation of 32 walkers: exact simulator vs emulator

@@ -415,6 +415,21 @@ def emulated_counts(emulator: str | os.PathLike | Emulator | None = None,
 
 # -- the Sherpa model -------------------------------------------------------------------------
 
+def _pha_of(data):
+    """The :class:`~simxray.io.ogip.Spectrum` behind a Sherpa ``DataPHA`` (its file, ARF,
+    RMF; exposure and frame time from the header)."""
+    from .io.ogip import read_pha
+
+    path = getattr(data, "name", None)
+    if not path or not os.path.isfile(str(path)):
+        raise ResponseMismatchError("cannot check a data set that was not read from a PHA "
+                                    "file", field="data")
+    arf = data.get_arf() if hasattr(data, "get_arf") else None
+    rmf = data.get_rmf() if hasattr(data, "get_rmf") else None
+    return read_pha(str(path), arf=getattr(arf, "name", None) or None,
+                    rmf=getattr(rmf, "name", None) or None, background="none")
+
+
 def _default(lo: float, hi: float, log: bool) -> float:
     return math.sqrt(lo * hi) if log else 0.5 * (lo + hi)
 
@@ -428,10 +443,18 @@ class SimxrayPileup(ArithmeticModel):
     grid used in plots, where they are zero.
     """
 
-    def __init__(self, name: str = "simxray", emulator: str | os.PathLike | Emulator | None = None):
+    def __init__(self, name: str = "simxray", emulator: str | os.PathLike | Emulator | None = None,
+                 data=None):
         if not HAVE_SHERPA:  # pragma: no cover
             raise ImportError("SimxrayPileup needs Sherpa (pip install sherpa)")
         self._emu = get_emulator(emulator)
+        if self._emu.covariate_names:        # one network for several observing modes
+            if data is None:
+                raise ParameterError("this emulator serves several observing modes; pass the "
+                                     "data set it models (data=ui.get_data()) or "
+                                     "emulator=emu.at(exposure=..., frame_time=...)",
+                                     field="data")
+            self._emu = self._emu.for_spectrum(_pha_of(data))
         units = dict(self._emu.config.get("units", {}))
         if "powerlaw" in str(self._emu.config.get("model", "")) and not units.get("norm"):
             units["norm"] = "photons/keV/cm^2/s at 1 keV"      # XSPEC powerlaw norm
@@ -477,17 +500,7 @@ class SimxrayPileup(ArithmeticModel):
         """Raise :class:`~simxray.errors.ResponseMismatchError` unless a Sherpa ``DataPHA``
         has the ARF/RMF (sha256), exposure, frame time and channels the emulator was trained
         for; ``force`` returns the problems instead."""
-        from .io.ogip import read_pha
-
-        path = getattr(data, "name", None)
-        if not path or not os.path.isfile(str(path)):
-            raise ResponseMismatchError("cannot check a data set that was not read from a PHA "
-                                        "file", field="data")
-        arf = data.get_arf() if hasattr(data, "get_arf") else None
-        rmf = data.get_rmf() if hasattr(data, "get_rmf") else None
-        spec = read_pha(str(path), arf=getattr(arf, "name", None) or None,
-                        rmf=getattr(rmf, "name", None) or None, background="none")
-        return self._emu.check_spectrum(spec, force=force)
+        return self._emu.check_spectrum(_pha_of(data), force=force)
 
     def calc(self, p: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         """Expected counts for parameters ``p`` on channel numbers ``args[0]``."""

@@ -691,3 +691,23 @@ def test_pha2_rows_bad_flags_and_non_integer_counts(tmp_path):
     p = _pha2(tmp_path / "float.pha", np.zeros((2, n), dtype=np.int16), counts + 0.5, fmt="E")
     with pytest.warns(UserWarning, match=f"COUNTS: {n} channel\\(s\\) hold non-integer counts"):
         read_pha(p, row=0, load_responses=False)
+
+
+def test_an_interrupt_while_writing_stops_after_the_chunk():
+    """A signal that lands while a chunk is written (where h5py's finalisers could swallow a
+    KeyboardInterrupt) only sets the flag; the check after the chunk stops the run, and a
+    signal while waiting for the next chunk stops it at once."""
+    from simxray.simulator.campaign import _Interrupts
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with _Interrupts() as stop:
+        assert signal.getsignal(signal.SIGINT) == stop._handler
+        stop.check()                                   # nothing yet
+        stop._handler(signal.SIGINT, None)             # during a write: no exception
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+    assert signal.getsignal(signal.SIGINT) is before[0]
+    with _Interrupts() as stop, pytest.raises(KeyboardInterrupt), stop.waiting():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)                                  # interrupted at once
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

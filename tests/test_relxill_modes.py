@@ -272,14 +272,6 @@ def test_old_networks_load_and_behave_as_before():
     np.testing.assert_array_equal(a, b)
 
 
-def test_emulator_refuses_a_multi_mode_campaign(tiny):
-    from simxray.errors import FileFormatError
-    from simxray.inference.emulator_train import train_emulator
-
-    with pytest.raises(FileFormatError, match="covariates"):
-        train_emulator(tiny[0] / "sims.h5", tiny[0] / "emu")
-
-
 def test_shipped_campaign_documents_three_modes():
     from simxray.simulator.config import load_config
 

@@ -85,14 +85,8 @@ def train_posterior(args, work: Path, data: Path) -> int:
 
 
 def train_emulator(args, work: Path, data: Path) -> int:
-    """Train, validate and ship the emulator; 0 when shipped (or skipped: multi-mode data)."""
-    import h5py
-
-    with h5py.File(data, "r") as f:
-        if "covariates" in f:
-            print("emulator not retrained: the campaign draws the exposure and frame time per "
-                  "simulation and the emulator is single-mode (the shipped one is kept)")
-            return 0
+    """Train, validate and ship the emulator (one network for every observing mode of the
+    campaign: log frame time an input, exposure an exact scale); 0 when shipped."""
     emu = work / "emulator"
     if not (emu / "config.json").exists():
         simxray("train-emulator", data, "--config", EMU_CONFIG, "--out", emu, "--quiet",

@@ -393,12 +393,16 @@ def simulator_for(cfg: dict):
         raise ConfigError(f"the simulator's channels {sim.channels} differ from the posterior's "
                           f"{cfg['channels']}", field="channels")
     names = (cfg.get("covariates") or {}).get("names") or []
-    if list(names) != sim.covariate_names:
+    bound = cfg.get("bound")
+    if list(names) != sim.covariate_names and not (bound and sim.covariate_names):
         raise ConfigError(f"the simulator's covariates {sim.covariate_names} differ from the "
                           f"posterior's {list(names)}", field="covariates")
-    return Simulator(sim.model, prior, sim.response, channel_slice=sim.slice, pileup=sim.pileup,
-                     background_mu=sim.background_mu, files=sim.files,
-                     pileup_grid=sim.pileup_grid, name=sim.name, covariates=sim.covariates)
+    out = Simulator(sim.model, prior, sim.response, channel_slice=sim.slice, pileup=sim.pileup,
+                    background_mu=sim.background_mu, files=sim.files,
+                    pileup_grid=sim.pileup_grid, name=sim.name, covariates=sim.covariates)
+    if bound and sim.covariate_names:              # a multi-mode emulator bound to one mode
+        out = out.at(**{k: bound[k] for k in sim.covariate_names})
+    return out
 
 
 def _dataset_rows(path: str, cfg: dict, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -89,6 +89,10 @@ class Emulator:
             self.low, self.high = pr.bounds[:, 0].astype(float), pr.bounds[:, 1].astype(float)
             self.log = np.array([d.dist == "loguniform" for d in pr.varying], dtype=bool)
         self.target: str = config.get("target", "counts")
+        cov = config.get("covariates") or {}
+        #: covariates an unbound emulator takes per spectrum (exposure, frame time; s)
+        self.covariate_names: list[str] = list(cov.get("names") or [])
+        self.covariate_inputs: list[str] = list(cov.get("inputs") or [])
         lo, hi = (int(v) for v in config["channels"])
         self.channel = np.arange(lo, hi + 1)
         self.e_min = np.asarray(config["e_min"], dtype=float)
@@ -122,13 +126,106 @@ class Emulator:
         return {k: float(v) for k, v in self.config.get("fixed", {}).items()}
 
     def __repr__(self) -> str:
+        cov = f", covariates={self.covariate_names}" if self.covariate_names else ""
         return (f"Emulator({self.config['model']!r}, target={self.target!r}, params={self.names}, "
-                f"channels={self.channels})")
+                f"channels={self.channels}{cov})")
+
+    # -- observing modes ----------------------------------------------------------------
+    def _unbound(self) -> SimxrayError:
+        d = self.config["covariates"].get("distributions") or {}
+        ft = d.get("frame_time")
+        modes = (" (trained frame times " + ", ".join(f"{v:g}" for v in ft["values"]) + " s)"
+                 if ft and ft.get("dist") == "choice" else "")
+        return SimxrayError("this emulator serves several observing modes" + modes + "; bind it "
+                            "to one first: emulator.at(exposure=..., frame_time=...) or "
+                            "emulator.for_spectrum(spectrum), or pass covariates=",
+                            field="covariates")
+
+    def at(self, exposure: float | None = None, frame_time: float | None = None) -> Emulator:
+        """This multi-mode emulator for one observation: exposure and frame time (s).
+
+        The frame time enters the network's first layer as a constant (folded into its bias)
+        and the exposure shifts log μ exactly (μ ∝ exposure), so the result is an ordinary
+        single-mode emulator with the same fast paths.  The frame time must be one of the
+        trained values (or inside a trained range); the exposure may be any positive value
+        (None: the reference exposure the network's log μ refers to).
+
+        >>> emu = Emulator.load("simxray/data/emulator_relxill_bright")   # doctest: +SKIP
+        >>> emu.at(exposure=5e4, frame_time=0.84104).expected(theta)       # doctest: +SKIP
+        """
+        import copy
+
+        from ..simulator.covariates import mismatch
+
+        if not self.covariate_names:
+            raise SimxrayError("this emulator is trained for one observing mode (exposure "
+                               f"{self.config.get('exposure')} s, frame time "
+                               f"{self.config.get('frame_time')} s); it cannot be rebound",
+                               field="covariates")
+        cov = self.config["covariates"]
+        if exposure is None:
+            exposure = float(cov["exposure_reference"])
+        if not np.isfinite(exposure) or float(exposure) <= 0:
+            raise ParameterError(f"expected a positive exposure in s, got {exposure!r}",
+                                 field="exposure")
+        if "frame_time" in self.covariate_inputs:
+            if frame_time is None:
+                raise ParameterError("the emulator conditions on the frame time; expected "
+                                     "frame_time= (s)", field="frame_time")
+            bad = mismatch({"frame_time": cov["distributions"]["frame_time"]}, None,
+                           float(frame_time), what="emulator")
+            if bad:
+                raise ParameterError(bad[0], field="frame_time")
+        ft = float(frame_time) if frame_time is not None else self.config.get("frame_time")
+        P = len(self.names)
+        arch = self.config["architecture"]
+        net = EmulatorNet(P, int(self.config["n_outputs"]), int(arch["hidden"]),
+                          int(arch["layers"]), int(arch.get("n_basis", 0)))
+        sd = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        if self.covariate_inputs:
+            vals = torch.as_tensor([[ft if n == "frame_time" else float(exposure)
+                                     for n in self.covariate_inputs]], dtype=torch.float64)
+            lo, width, lg = (sd[k][P:].double() for k in ("lo", "width", "log"))
+            v = torch.where(lg.bool(), torch.log(vals), vals)
+            u = (2.0 * (v - lo) / width - 1.0)[0]
+            W = sd["mlp.0.weight"]
+            sd["mlp.0.bias"] = (sd["mlp.0.bias"].double() + W[:, P:].double() @ u).float()
+            sd["mlp.0.weight"] = W[:, :P].contiguous()
+            for k in ("lo", "width", "log"):
+                sd[k] = sd[k][:P].contiguous()
+        shift = math.log(float(exposure) / float(cov["exposure_reference"]))
+        sd["mean"] = (sd["mean"].double() + shift).float()
+        net.load_state_dict(sd)
+        cfg = copy.deepcopy(self.config)
+        cfg.pop("covariates")
+        cfg["bound"] = {"exposure": float(exposure), "frame_time": ft,
+                        "from": str(self.path) if self.path else None,
+                        "weights_sha256": self.config.get("weights_sha256")}
+        cfg["exposure"], cfg["frame_time"] = float(exposure), ft
+        if ft is not None and "pileup.ftime" in cfg.get("fixed", {}):
+            cfg["fixed"]["pileup.ftime"] = ft
+            for d in cfg["prior"].get("parameters", []):
+                if d.get("name") == "pileup.ftime":
+                    d.update({"dist": "fixed", "value": ft})
+        return Emulator(net, cfg, self.path)
+
+    def for_spectrum(self, spec, force: bool = False) -> Emulator:
+        """:meth:`at` the exposure and frame time of a :class:`~simxray.io.ogip.Spectrum`
+        after :meth:`check_spectrum` (itself for a single-mode emulator)."""
+        self.check_spectrum(spec, force=force)
+        if not self.covariate_names:
+            return self
+        return self.at(exposure=spec.exposure, frame_time=spec.frame_time)
 
     # -- checks -----------------------------------------------------------------------
     def check_theta(self, theta: np.ndarray, on_range: str = "error") -> np.ndarray:
         """theta (B, P) as float64; parameters outside the training range raise
         :class:`ParameterError` (``on_range="warn"``: warn and clamp to the range)."""
+        if self.covariate_names:
+            raise self._unbound()
+        return self._check_theta(theta, on_range)
+
+    def _check_theta(self, theta: np.ndarray, on_range: str = "error") -> np.ndarray:
         t = np.atleast_2d(np.asarray(theta, dtype=float))
         if t.shape[-1] != len(self.names):
             raise ParameterError(f"theta has {t.shape[-1]} columns; expected {len(self.names)} "
@@ -203,12 +300,16 @@ class Emulator:
 
     def log_output(self, theta: Tensor) -> Tensor:
         """The network's log output (B, C) for a tensor theta (B, P) (autograd-friendly)."""
+        if self.covariate_names:
+            raise self._unbound()
         return self._network(theta.dtype)(theta)
 
     @property
     def folded(self):
         """The network with scaling, output layer and basis folded
         (:class:`~simxray.inference.fastlike.FoldedNetwork`; compiled with numba)."""
+        if self.covariate_names:
+            raise self._unbound()
         if self._folded is None:
             from .fastlike import FoldedNetwork
 
@@ -224,6 +325,9 @@ class Emulator:
 
         if len(np.atleast_2d(theta)) <= COMPILED_MAX_BATCH and self.folded.compiled:
             return self.folded.log_mu(theta)
+        return self._log_matrix(theta)
+
+    def _log_matrix(self, theta: np.ndarray) -> np.ndarray:
         w = self._np
         t = np.array(theta, dtype=np.float64, ndmin=2)
         lc = w["log_cols"]
@@ -240,17 +344,23 @@ class Emulator:
 
     def expected_torch(self, theta: Tensor) -> Tensor:
         """μ (B, C) for theta (B, P) as tensors (no range check; float32 or float64)."""
+        if self.covariate_names:
+            raise self._unbound()
         out = torch.exp(self.log_output(theta[:, self.in_cols] if self.in_cols else theta))
         if self.target == "counts":
             return out
         return self._pile(out.double(), theta.double())
 
     def expected(self, theta: np.ndarray, on_range: str = "error", batch_size: int = 8192,
-                 return_fraction: bool = False):
+                 return_fraction: bool = False, covariates: np.ndarray | None = None):
         """Expected source counts μ (B, C) float64 for theta (B, P), like the simulator.
 
         ``return_fraction`` (``target="source"`` only) also gives the pileup fraction.
+        ``covariates`` (B, K) in :attr:`covariate_names` order (exposure, frame time; s): one
+        observing mode per row, for an emulator trained on several (see :meth:`at`).
         """
+        if covariates is not None:
+            return self._expected_rows(theta, covariates, on_range, batch_size)
         t = self.check_theta(theta, on_range)
         if self.target == "counts" and not return_fraction:
             if len(t) <= batch_size:
@@ -276,6 +386,34 @@ class Emulator:
                                    "simulator", field="return_fraction")
             return mu, np.concatenate(fracs)
         return mu
+
+    def _expected_rows(self, theta, covariates, on_range: str, batch_size: int) -> np.ndarray:
+        from ..simulator.covariates import mismatch
+
+        if not self.covariate_names:
+            raise SimxrayError("this emulator is trained for one observing mode; it takes no "
+                               "covariates", field="covariates")
+        t = self._check_theta(theta, on_range)
+        c = np.atleast_2d(np.asarray(covariates, dtype=float))
+        if c.shape != (len(t), len(self.covariate_names)):
+            raise ParameterError(f"covariates have shape {c.shape}; expected ({len(t)}, "
+                                 f"{len(self.covariate_names)}) ({', '.join(self.covariate_names)})",
+                                 field="covariates")
+        col = dict(zip(self.covariate_names, c.T, strict=True))
+        if not np.all(np.isfinite(c)) or np.any(c <= 0):
+            raise ParameterError("covariates must be positive (s)", field="covariates")
+        dists = self.config["covariates"].get("distributions") or {}
+        if "frame_time" in dists:
+            for ft in np.unique(col["frame_time"]):
+                bad = mismatch({"frame_time": dists["frame_time"]}, None, float(ft), "emulator")
+                if bad:
+                    raise ParameterError(bad[0], field="frame_time")
+        ext = np.column_stack([t] + [col[n] for n in self.covariate_inputs])
+        ref = float(self.config["covariates"]["exposure_reference"])
+        shift = np.log(col["exposure"] / ref) if "exposure" in col else np.zeros(len(t))
+        out = [self._log_matrix(ext[a:a + batch_size]) for a in range(0, len(t), batch_size)]
+        return np.exp((np.concatenate(out) if out else np.zeros((0, self.n_channels)))
+                      + shift[:, None])
 
     __call__ = expected
 
@@ -319,7 +457,8 @@ class Emulator:
                                       what="an emulator directory written by 'simxray train-emulator'")
         arch = cfg["architecture"]
         try:
-            net = EmulatorNet(len(cfg["parameters"]), int(cfg["n_outputs"]), int(arch["hidden"]),
+            n_in = len(cfg["parameters"]) + len((cfg.get("covariates") or {}).get("inputs") or [])
+            net = EmulatorNet(n_in, int(cfg["n_outputs"]), int(arch["hidden"]),
                               int(arch["layers"]), int(arch.get("n_basis", 0)))
         except (TypeError, ValueError, KeyError) as exc:
             raise ModelDirError(f"cannot rebuild the network ({exc})", path=str(d / "config.json")) from None

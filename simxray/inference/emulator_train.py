@@ -67,12 +67,10 @@ def _read_training_data(path: str | os.PathLike, n_rows: int | None) -> dict:
             n = int(f.attrs["n_done"])
             if n_rows:
                 n = min(n, int(n_rows))
+            data = {k: f[k][:n] for k in ("theta", "mu", "pileup_fraction", "covariates")
+                    if k in f}
             if "covariates" in f:
-                raise FileFormatError(
-                    "draws the exposure and frame time per simulation (dataset 'covariates'); "
-                    "the emulator is trained for one observing mode: simulate a campaign with "
-                    "a fixed exposure and frame_time", path=str(p), field="covariates")
-            data = {k: f[k][:n] for k in ("theta", "mu", "pileup_fraction") if k in f}
+                data["covariate_names"] = [str(x) for x in f["covariates"].attrs["names"]]
             data["names"] = [str(x) for x in f["theta"].attrs["names"]]
             for k in ("channel", "e_min", "e_max"):
                 data[k] = f[k][:]
@@ -369,10 +367,13 @@ def train_emulator(dataset: str | os.PathLike, out: str | os.PathLike | None = N
     log_p = [d.dist == "loguniform" for d in prior.varying]
     sim_config = json.loads(attrs["config"])
     first_bin = None
+    cov = _covariate_setup(data, sim_config, dataset, s["target"])
     if s["target"] == "counts":
         in_cols = list(range(len(names)))
-        y = np.log(np.maximum(np.asarray(data["mu"], dtype=np.float64), LOG_FLOOR))
-        w_src = np.asarray(data["mu"], dtype=np.float32)
+        mu = np.asarray(data["mu"], dtype=np.float64)
+        y = np.log(np.maximum(mu * cov["scale"][:, None], LOG_FLOOR)) if cov else \
+            np.log(np.maximum(mu, LOG_FLOOR))
+        w_src = mu.astype(np.float32)                  # Poisson weight: the counts themselves
     else:
         from .diagnostics import simulator_for
 
@@ -384,9 +385,15 @@ def train_emulator(dataset: str | os.PathLike, out: str | os.PathLike | None = N
         pile_arf = _source_weights(sim, first_bin)
         w_src = src * pile_arf[None, :]                  # expected unpiled counts per bin
     sub = [names[i] for i in in_cols]
-    net, info = fit_network(theta[:, in_cols], y.astype(np.float32), w_src,
-                            [low[i] for i in in_cols], [high[i] for i in in_cols],
-                            [log_p[i] for i in in_cols], s, quiet=quiet)
+    x_in = theta[:, in_cols]
+    lo_in, hi_in, lg_in = ([low[i] for i in in_cols], [high[i] for i in in_cols],
+                           [log_p[i] for i in in_cols])
+    if cov and cov["inputs"]:                         # log frame time after the parameters
+        x_in = np.column_stack([x_in, cov["input_values"]])
+        lo_in, hi_in = lo_in + cov["input_low"], hi_in + cov["input_high"]
+        lg_in = lg_in + [True] * len(cov["inputs"])
+    net, info = fit_network(x_in, y.astype(np.float32), w_src, lo_in, hi_in, lg_in, s,
+                            quiet=quiet)
     history, n_tr, n_val = info["history"], info["n_train"], info["n_validation"]
     best = (info["best_val_loss"], None, info["best_epoch"])
     stop, n_basis, C = info["stop_reason"], info["n_basis"], y.shape[1]
@@ -394,7 +401,8 @@ def train_emulator(dataset: str | os.PathLike, out: str | os.PathLike | None = N
     val_stats = {}
     if s["target"] == "counts":
         mu_val = np.asarray(data["mu"][n_tr:], dtype=float)
-        val_stats = accuracy(np.exp(info["pred_val"]), mu_val)
+        pred = info["pred_val"] - (np.log(cov["scale"][n_tr:, None]) if cov else 0.0)
+        val_stats = accuracy(np.exp(pred), mu_val)
         val_stats.pop("worst_per_spectrum", None)
     seconds = time.perf_counter() - t0
 
@@ -421,7 +429,8 @@ def train_emulator(dataset: str | os.PathLike, out: str | os.PathLike | None = N
         "n_outputs": int(C),
         "source_first_bin": first_bin,
         "response": response,
-        "exposure": response.get("exposure"), "frame_time": response.get("frame_time"),
+        "exposure": None if cov else response.get("exposure"),
+        "frame_time": None if cov and "frame_time" in cov["names"] else response.get("frame_time"),
         "spectrum_channels": _spectrum_channels(response),
         "pileup": sim_config.get("pileup"),
         "simulation_config": sim_config,
@@ -437,11 +446,52 @@ def train_emulator(dataset: str | os.PathLike, out: str | os.PathLike | None = N
             "dataset": str(Path(dataset).resolve()), "dataset_sha256": sha256(dataset),
             "dataset_provenance": json.loads(attrs.get("provenance", "{}"))}),
     }
+    if cov:
+        cfg["covariates"] = {k: cov[k] for k in ("names", "units", "inputs", "exposure_reference",
+                                                 "distributions", "trained_distributions",
+                                                 "trained_min", "trained_max", "transform")}
     emu = Emulator(net, cfg)
     if out is not None:
         emu.save(out)
         write_json(Path(out) / "training.json", {"history": history, "settings": s})
     return emu
+
+
+def _covariate_setup(data: dict, sim_config: Mapping, dataset, target: str) -> dict:
+    """How a multi-mode dataset's covariates enter the emulator ({} for a single-mode one).
+
+    The frame time (s) changes the piled spectrum's shape: a network input (log, scaled to
+    [-1, 1] over the trained values).  The exposure (s) scales μ exactly (Davis: frames ×
+    per-frame spectrum): the targets are μ at a reference exposure, ``scale`` (N,) =
+    reference / row exposure, and :meth:`Emulator.at` shifts log μ back.
+    """
+    if "covariates" not in data:
+        return {}
+    if target != "counts":
+        raise SimxrayError("a dataset that draws the observing mode needs target 'counts' (the "
+                           "'source' target stores one exposure and frame time)",
+                           path=str(dataset), field="target")
+    names = data["covariate_names"]
+    c = np.asarray(data["covariates"], dtype=np.float64)
+    col = dict(zip(names, c.T, strict=True))
+    inst = sim_config.get("instrument", {})
+    dists = {n: inst[n] for n in names if isinstance(inst.get(n), Mapping)}
+    ref = float(np.exp(np.mean(np.log(col["exposure"])))) if "exposure" in col else \
+        float(inst["exposure"])
+    ref = float(f"{ref:.3g}")                          # a round number, recorded
+    inputs = [n for n in names if n == "frame_time" and np.ptp(np.log(col[n])) > 1e-9]
+    vals = np.column_stack([col[n] for n in inputs]) if inputs else np.zeros((len(c), 0))
+    return {"names": names, "units": ["s"] * len(names), "inputs": inputs,
+            "exposure_reference": ref,
+            "distributions": {n: d for n, d in dists.items() if n in inputs},
+            "trained_distributions": dists,
+            "trained_min": [float(v) for v in c.min(0)], "trained_max": [float(v) for v in c.max(0)],
+            "transform": "frame time: log, [-1, 1] over the trained values; exposure: exact "
+                         "scale (log mu + log(exposure / exposure_reference))",
+            "scale": ref / col["exposure"] if "exposure" in col else np.ones(len(c)),
+            "input_values": vals,
+            "input_low": [float(vals[:, k].min()) for k in range(len(inputs))],
+            "input_high": [float(vals[:, k].max()) for k in range(len(inputs))]}
 
 
 def _source_weights(sim, first: int) -> np.ndarray:

@@ -71,17 +71,23 @@ def validate_emulator(path: str | os.PathLike | Emulator | None = None, *, n: in
     rng = np.random.default_rng(seed)
     prior = sim.prior
     theta = prior.sample(n, rng)
+    # a multi-mode emulator: every draw has its own exposure and frame time (the campaign's)
+    cov = sim.covariates.sample(n, rng) if emu.covariate_names else None
     t0 = time.perf_counter()
-    mus = []
+    mus, fracs = [], []
     bs = 64
     with tqdm(total=n, unit="spectra", disable=quiet, desc="exact simulator") as bar:
         for a in range(0, n, bs):
-            mus.append(sim.expected(theta[a:a + bs]))
+            kw = {} if cov is None else {"covariates": cov[a:a + bs]}
+            m, f = sim.expected(theta[a:a + bs], return_fraction=True, **kw)
+            mus.append(m)
+            fracs.append(f if sim.pileup else np.zeros(len(m)))
             bar.update(min(bs, n - a))
     mu_true = np.concatenate(mus)
+    frac = np.concatenate(fracs)
     t_sim = time.perf_counter() - t0
     cols = [prior.names.index(nm) for nm in emu.names]
-    mu_emu = emu.expected(theta[:, cols])
+    mu_emu = emu.expected(theta[:, cols], covariates=cov)
     acc = accuracy(mu_emu, mu_true)
     worst = acc.pop("worst_per_spectrum", np.zeros(n))
     bkg = sim.background_mu
@@ -98,25 +104,31 @@ def validate_emulator(path: str | os.PathLike | Emulator | None = None, *, n: in
                    "p99_rel_error": acc.get("p99", 1.0) <= 0.05,
                    "mean_abs_delta_cstat": res["delta_cstat"]["mean"] < 1.0}
     # accuracy against the pileup fraction (where errors concentrate)
-    frac = sim.pileup_fraction(theta) if sim.pileup else np.zeros(n)
     bins = [0.0, 0.05, 0.2, 0.5, 1.0]
     res["by_pileup_fraction"] = []
     for lo, hi in zip(bins[:-1], bins[1:], strict=True):
         sel = (frac >= lo) & (frac < hi)
         if sel.sum() == 0:
             continue
-        a = accuracy(mu_emu[sel], mu_true[sel])
-        res["by_pileup_fraction"].append({"range": [lo, hi], "n": int(sel.sum()),
-                                          "median": a.get("median"), "p99": a.get("p99"),
-                                          "mean_abs_delta_cstat": float(dc[sel].mean())})
+        res["by_pileup_fraction"].append(_subset(mu_emu, mu_true, dc, sel, range=[lo, hi]))
+    if cov is not None and "frame_time" in emu.covariate_names:
+        ft = cov[:, emu.covariate_names.index("frame_time")]
+        res["by_frame_time"] = [_subset(mu_emu, mu_true, dc, np.isclose(ft, v, rtol=1e-6),
+                                        frame_time=float(v)) for v in np.unique(ft)]
     order = np.argsort(-(worst + 1e-3 * dc))[:n_worst]
     res["worst"] = [{"theta": dict(zip(prior.names, map(float, theta[i]), strict=True)),
                      "max_rel_error": float(worst[i]), "abs_delta_cstat": float(dc[i]),
-                     "total_counts": float(mu_true[i].sum()), "pileup_fraction": float(frac[i])}
+                     "total_counts": float(mu_true[i].sum()), "pileup_fraction": float(frac[i]),
+                     **({} if cov is None else
+                        dict(zip(emu.covariate_names, map(float, cov[i]), strict=True)))}
                     for i in order]
     res["simulation_s_per_spectrum_batched"] = t_sim / n
     if timing:
-        res["timing"] = speed_comparison(emu, sim, theta[:64, cols], theta[:64])
+        e1, s1 = emu, sim
+        if cov is not None:                            # the first draw's observing mode
+            mode = dict(zip(emu.covariate_names, map(float, cov[0]), strict=True))
+            e1, s1 = emu.at(**mode), sim.at(**mode)
+        res["timing"] = speed_comparison(e1, s1, theta[:64, cols], theta[:64])
     res["files"] = {}
     if plots:
         d = Path(out_dir) if out_dir else (Path(emu.path) / "validation" if emu.path else None)
@@ -126,6 +138,12 @@ def validate_emulator(path: str | os.PathLike | Emulator | None = None, *, n: in
                                                    mu_emu[order], res["worst"], d / "worst.png"))
             res["files"]["errors"] = str(plot_emulator_errors(mu_emu, mu_true, dc, d / "errors.png"))
     return res
+
+
+def _subset(mu_emu, mu_true, dc, sel, **key) -> dict:
+    a = accuracy(mu_emu[sel], mu_true[sel])
+    return {**key, "n": int(sel.sum()), "median": a.get("median"), "p99": a.get("p99"),
+            "mean_abs_delta_cstat": float(dc[sel].mean()) if sel.any() else None}
 
 
 def format_validation(res: dict) -> str:
@@ -149,6 +167,9 @@ def format_validation(res: dict) -> str:
         rows.append(f"  pileup fraction {b['range'][0]:.0%}-{b['range'][1]:.0%} ({b['n']}): "
                     f"median {b['median']:.3%}, 99th {b['p99']:.3%}, mean |dC| "
                     f"{b['mean_abs_delta_cstat']:.3f}")
+    for b in res.get("by_frame_time", []):
+        rows.append(f"  frame time {b['frame_time']:.5g} s ({b['n']}): median {b['median']:.3%}, "
+                    f"99th {b['p99']:.3%}, mean |dC| {b['mean_abs_delta_cstat']:.3f}")
     t = res.get("timing")
     if t:
         rows.append(f"per likelihood evaluation ({t.get('threads', 1)} thread(s)): emulator {t['emulator_s_single'] * 1e6:.0f} us, "

@@ -682,8 +682,8 @@ def _find_emulator(problem: FitProblem, emulator=None):
             why.append(f"{p.name}: {exc}")
             continue
         w = network_mismatch(emu.config, problem)
-        if not w:
-            return emu, []
+        if not w:           # a multi-mode emulator: bound to this observation's mode
+            return emu.for_spectrum(problem.obs.spectrum, force=True), []
         why.append(f"{p.name}: {w[0]}")
     return None, why
 

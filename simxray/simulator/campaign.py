@@ -391,21 +391,49 @@ def _check_existing(path: Path, key: str, n: int, seed: int, chunk_size: int, di
     return int(a["n_done"])
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so that ``kill`` stops cleanly (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Interrupts:
+    """SIGINT and SIGTERM stop a campaign between chunks, without a traceback.
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+    While the writer waits for the next chunk (``waiting()``) a signal raises
+    KeyboardInterrupt at once; while it writes into the HDF5 file it only sets a flag, and
+    ``check()`` after the chunk raises.  Raising inside h5py would land, now and then, in one
+    of its weakref finalisers, where Python prints the exception and drops it, and the run
+    would go on to the end.
+    """
 
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    def __init__(self) -> None:
+        self.hit: list[int] = []
+        self.now = False
+        self.old: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.hit.append(signum)
+        if self.now:
+            self.now = False
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def waiting(self):
+        self.check()
+        self.now = True
+        try:
+            yield
+        finally:
+            self.now = False
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self.old = {sig: signal.signal(sig, self._handler)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
 
 
 class _Progress:
@@ -556,16 +584,19 @@ def _write_chunks(path: Path, key: str, tasks, cfg, seed, factory, workers, clie
             results = _serial(tasks, cfg, seed, factory)
         bar = _Progress(path.name, n, first * chunk, progress)
         try:
-            with _sigterm_as_interrupt(), _open_h5(path, "r+") as f:
+            with _Interrupts() as stop, _open_h5(path, "r+") as f:
                 if f.attrs.get("run_key") != key:     # not the file this run checked/created
                     raise OutputError("changed under this run (its run key differs); refusing "
                                       "to write into it", path=str(path), field="--out")
                 if int(f.attrs["n_done"]) < first * chunk:
                     raise OutputError("changed under this run (n_done went back)",
                                       path=str(path), field="--out")
-                for (i, a, b), res in zip(tasks, results, strict=False):
-                    if int(res["index"]) != i:  # pragma: no cover - executor contract
-                        raise RuntimeError(f"chunk {res['index']} arrived for {i}")
+                chunks = iter(results)
+                for i, a, b in tasks:
+                    with stop.waiting():
+                        res = next(chunks, None)
+                    if res is None or int(res["index"]) != i:  # pragma: no cover - executor
+                        raise RuntimeError(f"chunk {i} did not arrive")
                     f["theta"][a:b] = res["theta"].astype("f4")
                     f["mu"][a:b] = res["mu"].astype("f4")
                     f["counts"][a:b] = res["counts"].astype("i4")
@@ -579,6 +610,7 @@ def _write_chunks(path: Path, key: str, tasks, cfg, seed, factory, workers, clie
                     f.flush()
                     done_here += b - a
                     bar.update(b - a)
+                    stop.check()
         finally:
             bar.close()
             close = getattr(results, "close", None)

@@ -12,9 +12,13 @@ tbabs*relxill with Davis (2001) pileup.  The shipped run (2026-12-07):
     python training/train_relxill_bright.py --work build/modes/run --n 60000 --seed 1 \
         --workers 2 --only posterior --minutes 50
 
-The emulator (simxray/data/emulator_relxill_bright) stays single-mode: it was trained on the
-earlier 1/8-subarray, 100 ks campaign and does not take the frame time or exposure; the
-emulator step skips a dataset that draws them (``simxray train-emulator`` refuses one).
+The emulator (simxray/data/emulator_relxill_bright) serves the same three modes with one
+network (log frame time an input, exposure an exact scale); it is trained on a larger
+dataset of the same campaign, in its own work folder:
+
+    python training/train_relxill_bright.py --work build/modes/emu --n 300000 --seed 2 \
+        --workers 2 --only emulator
+
 Steps (each is skipped or resumed when the script is rerun with the same arguments):
 
 1. ``simxray simulate simulations/acis_relxill_bright.toml --n N --seed SEED``
@@ -25,10 +29,11 @@ Steps (each is skipped or resumed when the script is rerun with the same argumen
    no training step uses): SBC ranks, coverage of central intervals, TARP, R^2.  Shipped
    only when every parameter's maximum coverage error is at most ``--max-coverage-error``
    (0.05) and the weights are at most 3 MB (``--ship-anyway`` skips the check);
-3. emulator (single-mode campaigns only): ``simxray train-emulator`` with ``training/emulator_relxill_bright.toml``
-   (every parameter -> log expected piled counts per channel), ``simxray
-   validate-emulator`` on ``--validate-n`` fresh prior draws (seed 12345), shipped with
-   its validation.json.
+3. emulator: ``simxray train-emulator`` with ``training/emulator_relxill_bright.toml``
+   (every parameter and the log frame time -> log expected piled counts per channel at a
+   reference exposure), ``simxray
+   validate-emulator`` on ``--validate-n`` fresh prior draws, each in a mode drawn from the
+   campaign (seed 12345), shipped with its validation.json.
 
 Every step runs the ``simxray`` command line under ``nice`` with one torch thread.
 """

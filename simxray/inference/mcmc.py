@@ -759,6 +759,8 @@ def synthetic_spectrum(path: str | os.PathLike, theta: np.ndarray, *, seed: int 
 
     emu = Emulator.load(emulator)
     spec = read_pha(template or default_spectrum_path())
+    if emu.covariate_names:                     # a multi-mode emulator: the template's mode
+        emu = emu.at(exposure=spec.exposure, frame_time=spec.frame_time)
     sim = build_simulator(emu.config, spec)
     th = np.asarray(theta, dtype=float).reshape(1, -1)
     emu.check_theta(th)

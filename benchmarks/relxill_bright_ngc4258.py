@@ -1,6 +1,6 @@
 """The multi-mode relxill emulator on a real piled-up spectrum, beside Sherpa (issue 15).
 
-    python benchmarks/relxill_bright_ngc4258.py [--seed 3] [--samples 4000]
+    python benchmarks/relxill_bright_ngc4258.py [--seed 3] [--samples 4000] [--auto]
 
 NGC 4258 (ObsID 1618; ``../shared/data/chandra/source_bin10.pi``: ACIS-S full frame,
 3.24104 s frames, 20.65 ks, 3,325 counts, piled up) is one of the bright campaign's modes
@@ -12,7 +12,13 @@ background).  Three answers on the same data:
 1. **emulator emcee**: the anchored emulator driving emcee (``method="emcee"``);
 2. **exact**: its draws reweighted with L_exact / L_emulator (PSIS): the posterior of the
    exact simulator (relxill + tbabs + Davis + the real ARF/RMF);
-3. **Sherpa**: Sherpa's own ``jdpileup`` and response folding with simxray's
+3. **network**: the shipped amortised posterior (``posterior_relxill_bright``, conditioned
+   on the spectrum's exposure and frame time), its own draws (``method="npe"``,
+   ``n_reweight=0``): calibrated on simulations, here against the exact posterior on data;
+   With ``--auto`` also what ``simxray fit SPECTRUM --model 'tbabs*relxill'`` returns
+   (``method="auto"``: the network, checked by exact-likelihood importance reweighting,
+   else the exact likelihood), against the exact posterior of 2 (~9 min more);
+4. **Sherpa**: Sherpa's own ``jdpileup`` and response folding with simxray's
    ``tbabs*relxill`` as a Sherpa model (the same free parameters and bounds), W-stat,
    Nelder-Mead then Levenberg-Marquardt from the emulator posterior's median, ``covar``
    1-sigma errors; and its W-stat at its best fit against simxray's exact W-stat there
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--emulator", default=None, help="default: the shipped bright emulator")
     ap.add_argument("--quick", action="store_true", help="short chains (a smoke test)")
+    ap.add_argument("--auto", action="store_true", help="also the default fit (method auto)")
     args = ap.parse_args(argv)
 
     import torch
@@ -147,6 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     t_rw = time.perf_counter() - t0
     rw = reweight(ll_x, like_e(draws), len(draws), np.random.default_rng(args.seed + 1))
     exact = draws[rw["index"]]
+    t0 = time.perf_counter()
+    net = sx.fit(path, model=prob.model.expr, method="npe", n_samples=args.samples,
+                 seed=args.seed, n_reweight=0, ppc_draws=0)
+    t_net = time.perf_counter() - t0
+    assert list(net.names) == names and net.summary["method"] == "npe"
+    auto = None
+    if args.auto:
+        t0 = time.perf_counter()
+        auto = sx.fit(path, model=prob.model.expr, n_samples=args.samples, seed=args.seed,
+                      ppc_draws=0)
+        t_auto = time.perf_counter() - t0
     med = dict(zip(names, np.median(draws, 0), strict=True))
     sh = sherpa_fit(path, prob, med)
     best = np.array([[sh["best"][n]["value"] for n in names]])
@@ -156,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for j, n in enumerate(names):
         f = np.log10 if log[j] else (lambda v: v)
         e, x = f(draws[:, j]), f(exact[:, j])
+        q = f(net.samples[:, j])
         b = sh["best"][n]
         par[n] = {"scale": "log10" if log[j] else "linear",
                   "emulator_median": float(np.median(e)), "emulator_sd": float(e.std()),
@@ -163,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
                   "sd_ratio": float(e.std() / x.std()) if x.std() > 0 else None,
                   "offset_in_exact_sd": float((np.median(e) - np.median(x)) / x.std())
                   if x.std() > 0 else None,
+                  "network_median": float(np.median(q)), "network_sd": float(q.std()),
+                  "network_sd_ratio": float(q.std() / x.std()) if x.std() > 0 else None,
+                  "network_offset_in_exact_sd": float((np.median(q) - np.median(x)) / x.std())
+                  if x.std() > 0 else None,
+                  **({} if auto is None else {
+                      "auto_median": float(np.median(f(auto.samples[:, j]))),
+                      "auto_sd": float(f(auto.samples[:, j]).std()),
+                      "auto_offset_in_exact_sd": float((np.median(f(auto.samples[:, j]))
+                                                        - np.median(x)) / x.std()),
+                      "auto_sd_ratio": float(f(auto.samples[:, j]).std() / x.std())}),
                   "sherpa_best": float(f(b["value"])),
                   "sherpa_covar_sd": (None if b["covar_sd"] is None else
                                       float(b["covar_sd"] / (b["value"] * np.log(10))
@@ -178,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
            "emcee": {"seconds": round(t_emcee, 1),
                      **{k: v for k, v in s.get("sampler", {}).items()
                         if isinstance(v, int | float | str)}},
+           "network": {"seconds": round(t_net, 1), "method_reason":
+                       net.summary["method_reason"]},
+           **({} if auto is None else {"auto": {
+               "seconds": round(t_auto, 1), "method": auto.summary["method"],
+               "method_reason": auto.summary["method_reason"],
+               "sampler": {k: v for k, v in auto.summary.get("sampler", {}).items()
+                           if isinstance(v, int | float | str)}}}),
            "reweighting": {"seconds": round(t_rw, 1), "psis_khat": float(rw["khat"]),
                            "ess": float(rw["ess"]), "reliable": bool(rw["reliable"])},
            "sherpa": sh, "wstat_at_sherpa_best": {"sherpa": sh["statval"],
@@ -185,24 +221,27 @@ def main(argv: list[str] | None = None) -> int:
            "parameters": par}
     out["provenance"] = provenance(
         seed=args.seed, script="benchmarks/relxill_bright_ngc4258.py",
-        inputs={"spectrum": sha256(path), "emulator_weights": sha256(edir / "weights.safetensors")})
+        inputs={"spectrum": sha256(path), "emulator_weights": sha256(edir / "weights.safetensors"),
+                "posterior_weights": sha256(DATA_DIR / "posterior_relxill_bright" /
+                                            "weights.safetensors")})
     res_dir = Path(os.environ.get("SIMXRAY_BENCH_OUT", RESULTS)) if args.quick else RESULTS
     res_dir.mkdir(parents=True, exist_ok=True)
     dst = res_dir / "relxill_bright_ngc4258.json"
     tmp = atomic_path(dst)
     tmp.write_text(json.dumps(out, indent=2, default=float) + "\n")
     os.replace(tmp, dst)
-    plot(draws, exact, names, log, sh, res_dir / "relxill_bright_ngc4258.png")
+    plot(draws, exact, names, log, sh, res_dir / "relxill_bright_ngc4258.png", net.samples)
     print(json.dumps({k: out[k] for k in ("counts", "emcee", "reweighting",
                                           "wstat_at_sherpa_best")}, indent=1, default=float))
     for n, e in par.items():
         print(f"{n:13s} {e['scale']:6s} emulator {e['emulator_median']:9.4g} ± "
               f"{e['emulator_sd']:.3g}   exact {e['exact_median']:9.4g} ± {e['exact_sd']:.3g}"
+              f"   network {e['network_median']:9.4g} ± {e['network_sd']:.3g}"
               f"   Sherpa {e['sherpa_best']:9.4g} ± {e['sherpa_covar_sd'] or float('nan'):.3g}")
     return 0
 
 
-def plot(draws, exact, names, log, sh, out: Path) -> None:
+def plot(draws, exact, names, log, sh, out: Path, network=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,6 +257,9 @@ def plot(draws, exact, names, log, sh, out: Path) -> None:
                 label="emulator emcee")
         ax.hist(f(exact[:, j]), bins, density=True, histtype="step", lw=1.6, ls="--",
                 label="exact (PSIS)")
+        if network is not None:
+            ax.hist(f(network[:, j]), bins, density=True, histtype="step", lw=1.2, ls=":",
+                    color="tab:green", label="amortised network")
         b = sh["best"][n]
         ax.axvline(f(b["value"]), color="k", lw=1.2, label="Sherpa best fit")
         if b["covar_sd"]:

@@ -155,8 +155,6 @@ class Emulator:
         """
         import copy
 
-        from ..simulator.covariates import mismatch
-
         if not self.covariate_names:
             raise SimxrayError("this emulator is trained for one observing mode (exposure "
                                f"{self.config.get('exposure')} s, frame time "
@@ -172,10 +170,7 @@ class Emulator:
             if frame_time is None:
                 raise ParameterError("the emulator conditions on the frame time; expected "
                                      "frame_time= (s)", field="frame_time")
-            bad = mismatch({"frame_time": cov["distributions"]["frame_time"]}, None,
-                           float(frame_time), what="emulator")
-            if bad:
-                raise ParameterError(bad[0], field="frame_time")
+            self._check_frame_time(float(frame_time))
         ft = float(frame_time) if frame_time is not None else self.config.get("frame_time")
         P = len(self.names)
         arch = self.config["architecture"]
@@ -183,8 +178,7 @@ class Emulator:
                           int(arch["layers"]), int(arch.get("n_basis", 0)))
         sd = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         if self.covariate_inputs:
-            vals = torch.as_tensor([[ft if n == "frame_time" else float(exposure)
-                                     for n in self.covariate_inputs]], dtype=torch.float64)
+            vals = torch.full((1, len(self.covariate_inputs)), ft, dtype=torch.float64)
             lo, width, lg = (sd[k][P:].double() for k in ("lo", "width", "log"))
             v = torch.where(lg.bool(), torch.log(vals), vals)
             u = (2.0 * (v - lo) / width - 1.0)[0]
@@ -209,10 +203,22 @@ class Emulator:
                     d.update({"dist": "fixed", "value": ft})
         return Emulator(net, cfg, self.path)
 
-    def for_spectrum(self, spec, force: bool = False) -> Emulator:
+    def _check_frame_time(self, frame_time: float) -> None:
+        """Raise :class:`ParameterError` unless ``frame_time`` (s) is a trained one."""
+        from ..simulator.covariates import mismatch
+
+        dists = self.config["covariates"].get("distributions") or {}
+        if "frame_time" in dists:
+            bad = mismatch({"frame_time": dists["frame_time"]}, None, frame_time, "emulator")
+            if bad:
+                raise ParameterError(bad[0], field="frame_time")
+
+    def for_spectrum(self, spec, force: bool = False, check: bool = True) -> Emulator:
         """:meth:`at` the exposure and frame time of a :class:`~simxray.io.ogip.Spectrum`
-        after :meth:`check_spectrum` (itself for a single-mode emulator)."""
-        self.check_spectrum(spec, force=force)
+        after :meth:`check_spectrum` (``check=False``: the caller has checked it); itself for
+        a single-mode emulator."""
+        if check:
+            self.check_spectrum(spec, force=force)
         if not self.covariate_names:
             return self
         return self.at(exposure=spec.exposure, frame_time=spec.frame_time)
@@ -388,8 +394,6 @@ class Emulator:
         return mu
 
     def _expected_rows(self, theta, covariates, on_range: str, batch_size: int) -> np.ndarray:
-        from ..simulator.covariates import mismatch
-
         if not self.covariate_names:
             raise SimxrayError("this emulator is trained for one observing mode; it takes no "
                                "covariates", field="covariates")
@@ -402,12 +406,8 @@ class Emulator:
         col = dict(zip(self.covariate_names, c.T, strict=True))
         if not np.all(np.isfinite(c)) or np.any(c <= 0):
             raise ParameterError("covariates must be positive (s)", field="covariates")
-        dists = self.config["covariates"].get("distributions") or {}
-        if "frame_time" in dists:
-            for ft in np.unique(col["frame_time"]):
-                bad = mismatch({"frame_time": dists["frame_time"]}, None, float(ft), "emulator")
-                if bad:
-                    raise ParameterError(bad[0], field="frame_time")
+        for ft in np.unique(col.get("frame_time", [])):
+            self._check_frame_time(float(ft))
         ext = np.column_stack([t] + [col[n] for n in self.covariate_inputs])
         ref = float(self.config["covariates"]["exposure_reference"])
         shift = np.log(col["exposure"] / ref) if "exposure" in col else np.zeros(len(t))

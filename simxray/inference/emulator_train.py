@@ -367,7 +367,7 @@ def train_emulator(dataset: str | os.PathLike, out: str | os.PathLike | None = N
     log_p = [d.dist == "loguniform" for d in prior.varying]
     sim_config = json.loads(attrs["config"])
     first_bin = None
-    cov = _covariate_setup(data, sim_config, dataset, s["target"])
+    cov = _covariate_setup(data, json.loads(attrs["response"]), dataset, s["target"])
     if s["target"] == "counts":
         in_cols = list(range(len(names)))
         mu = np.asarray(data["mu"], dtype=np.float64)
@@ -457,7 +457,7 @@ def train_emulator(dataset: str | os.PathLike, out: str | os.PathLike | None = N
     return emu
 
 
-def _covariate_setup(data: dict, sim_config: Mapping, dataset, target: str) -> dict:
+def _covariate_setup(data: dict, response: Mapping, dataset, target: str) -> dict:
     """How a multi-mode dataset's covariates enter the emulator ({} for a single-mode one).
 
     The frame time (s) changes the piled spectrum's shape: a network input (log, scaled to
@@ -474,10 +474,9 @@ def _covariate_setup(data: dict, sim_config: Mapping, dataset, target: str) -> d
     names = data["covariate_names"]
     c = np.asarray(data["covariates"], dtype=np.float64)
     col = dict(zip(names, c.T, strict=True))
-    inst = sim_config.get("instrument", {})
-    dists = {n: inst[n] for n in names if isinstance(inst.get(n), Mapping)}
+    dists = dict(response.get("covariates") or {})  # the campaign's, as the NPE records them
     ref = float(np.exp(np.mean(np.log(col["exposure"])))) if "exposure" in col else \
-        float(inst["exposure"])
+        float(response["exposure"])
     ref = float(f"{ref:.3g}")                          # a round number, recorded
     inputs = [n for n in names if n == "frame_time" and np.ptp(np.log(col[n])) > 1e-9]
     vals = np.column_stack([col[n] for n in inputs]) if inputs else np.zeros((len(c), 0))

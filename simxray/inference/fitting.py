@@ -683,7 +683,7 @@ def _find_emulator(problem: FitProblem, emulator=None):
             continue
         w = network_mismatch(emu.config, problem)
         if not w:           # a multi-mode emulator: bound to this observation's mode
-            return emu.for_spectrum(problem.obs.spectrum, force=True), []
+            return emu.for_spectrum(problem.obs.spectrum, check=False), []
         why.append(f"{p.name}: {w[0]}")
     return None, why
 

@@ -402,12 +402,12 @@ class _Interrupts:
     """
 
     def __init__(self) -> None:
-        self.hit: list[int] = []
+        self.hit = False
         self.now = False
         self.old: dict = {}
 
     def _handler(self, signum, frame) -> None:
-        self.hit.append(signum)
+        self.hit = True
         if self.now:
             self.now = False
             raise KeyboardInterrupt
